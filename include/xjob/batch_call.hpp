@@ -1,0 +1,115 @@
+// batch_call: one parallel call as a backend sees it. It owns the shared
+// parts every backend needs: handing out batches of tasks (fixed or
+// self-tuning sizes), cancelling the rest after the first failure, keeping
+// that failure, and reporting progress. A backend only decides where the
+// worker loops run.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include <xjob/detail/task_runner.hpp>
+#include <xjob/parallel_options.hpp>
+
+namespace xjob {
+
+// A half-open range of task indices.
+struct batch_range {
+  std::size_t begin = 0;
+  std::size_t end = 0;
+  [[nodiscard]] std::size_t size() const noexcept { return end - begin; }
+  [[nodiscard]] bool empty() const noexcept { return begin >= end; }
+};
+
+// One worker's position in the call: its index and, for automatic batching,
+// the batch size it has learned. Not shared between workers.
+struct batch_cursor {
+  int worker = 0;
+  std::size_t batch_size = 1;
+  std::chrono::steady_clock::time_point started{};
+};
+
+// Thread-safe: any number of workers may call work() / next_batch() /
+// run_batch() / finish_batch() concurrently.
+//   struct openmp_backend final : xjob::backend {
+//     void run(xjob::batch_call& call) override {
+//   #pragma omp parallel num_threads(call.worker_count())
+//       call.work(omp_get_thread_num());
+//     }
+//   };
+class batch_call {
+ public:
+  struct settings {
+    int workers = 1;
+    std::optional<std::size_t> batch_size;  // unset: automatic
+    std::chrono::nanoseconds target_batch_duration = std::chrono::microseconds(200);
+    int verbose = 0;
+    std::string verbose_name;  // e.g. "parallel(n_jobs=2)"
+    std::function<void(progress const&)> on_progress;
+    // Told of each finished batch (after its results are in place), for
+    // result generators. Called concurrently from workers.
+    std::function<void(batch_range)> on_batch_done;
+  };
+
+  batch_call(detail::task_runner& runner, std::size_t task_count, settings options);
+  batch_call(batch_call const&) = delete;
+  batch_call& operator=(batch_call const&) = delete;
+  ~batch_call();
+
+  [[nodiscard]] std::size_t task_count() const noexcept { return task_count_; }
+  [[nodiscard]] int worker_count() const noexcept { return settings_.workers; }
+
+  // Runs batches on the calling thread as worker `worker` until none is
+  // left or the call stops. Never throws: failures are kept in the call.
+  void work(int worker) noexcept;
+
+  // The pieces work() is made of, for backends that split them (a batch
+  // taken in one process and run in another).
+  [[nodiscard]] batch_range next_batch(batch_cursor& cursor) noexcept;
+  // Runs a batch here; a failure is kept in the call (and stops it).
+  // Returns the end of the tasks that completed.
+  std::size_t run_batch(batch_range batch) noexcept;
+  // Records [batch.begin, completed_end) as done and tunes the cursor's
+  // batch size from how long the batch took.
+  void finish_batch(batch_cursor& cursor, batch_range batch, std::size_t completed_end) noexcept;
+
+  // Keeps `failure` if it is the first, and stops the call.
+  void fail(detail::task_failure failure) noexcept;
+  // Stops handing out batches; running tasks finish, the rest never start.
+  void cancel() noexcept;
+  [[nodiscard]] bool stopped() const noexcept { return stop_.load(std::memory_order_relaxed); }
+  [[nodiscard]] bool failed() const noexcept;
+  // After the backend returned: throws xjob::task_error for the first failure.
+  void rethrow_if_failed() const;
+  [[nodiscard]] std::size_t done_count() const noexcept { return done_.load(std::memory_order_relaxed); }
+
+  // Announces the call (verbose) and starts its clock; the front end calls
+  // it just before handing the call to a backend.
+  void start(std::string const& backend_name);
+  // Reports the final progress line (verbose).
+  void finish() noexcept;
+
+ private:
+  void report_progress(std::size_t done) noexcept;
+
+  detail::task_runner& runner_;
+  std::size_t task_count_;
+  settings settings_;
+  alignas(64) std::atomic<std::size_t> next_{0};
+  alignas(64) std::atomic<std::size_t> done_{0};
+  alignas(64) std::atomic<bool> stop_{false};
+  std::atomic<bool> has_failure_{false};
+  mutable std::mutex failure_mutex_;
+  std::optional<detail::task_failure> failure_;
+  std::mutex progress_mutex_;
+  std::size_t next_report_ = 1;
+  std::chrono::steady_clock::time_point start_time_{};
+};
+
+}  // namespace xjob

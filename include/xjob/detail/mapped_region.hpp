@@ -1,0 +1,68 @@
+// A memory mapping that worker threads and forked worker processes all see:
+// an anonymous memfd (recycled through a bounded cache, because first-touch
+// page faults of fresh shared memory cost ~0.38 s per GiB here while reusing
+// a mapping costs nothing), or a file whose space is reserved up front.
+#pragma once
+
+#include <cstddef>
+#include <filesystem>
+#include <string>
+
+namespace xjob::detail {
+
+enum class region_fill { zeroed, unspecified };
+enum class region_access { read_only, read_write };
+
+class mapped_region {
+ public:
+  mapped_region() noexcept = default;
+  mapped_region(mapped_region&& other) noexcept;
+  mapped_region& operator=(mapped_region&& other) noexcept;
+  mapped_region(mapped_region const&) = delete;
+  mapped_region& operator=(mapped_region const&) = delete;
+  ~mapped_region();
+
+  // `bytes` of anonymous shared memory. With region_fill::unspecified a
+  // recycled mapping keeps its old contents and recycled() is true.
+  // Throws std::system_error if memory cannot be created or mapped.
+  [[nodiscard]] static mapped_region anonymous(std::size_t bytes, region_fill fill);
+
+  // A new file at `final_path` holding `header` then `data_bytes` of zeros.
+  // It is written under a temporary name in the same folder and renamed to
+  // `final_path` by commit(); dropped uncommitted, it is deleted. Space is
+  // reserved now: a full disk or /dev/shm throws std::system_error (ENOSPC)
+  // here instead of a SIGBUS later.
+  [[nodiscard]] static mapped_region create_file(std::filesystem::path const& final_path,
+                                                 std::string const& header, std::size_t data_bytes);
+
+  // Maps an existing file whole. Throws xjob::npy_error if it cannot be
+  // opened or mapped.
+  [[nodiscard]] static mapped_region open_file(std::filesystem::path const& path, region_access access);
+
+  [[nodiscard]] std::byte* base() const noexcept { return base_; }
+  [[nodiscard]] std::size_t length() const noexcept { return length_; }
+  [[nodiscard]] bool recycled() const noexcept { return recycled_; }
+  [[nodiscard]] bool is_file() const noexcept { return !final_path_.empty(); }
+  [[nodiscard]] bool committed() const noexcept { return committed_; }
+  [[nodiscard]] std::filesystem::path const& path() const noexcept { return final_path_; }
+  // Makes a created file visible under its final name. Idempotent.
+  void commit();
+
+ private:
+  void release() noexcept;
+
+  std::byte* base_ = nullptr;
+  std::size_t length_ = 0;          // bytes in use
+  std::size_t mapped_length_ = 0;   // bytes mapped (a recycled mapping may be larger)
+  bool recycled_ = false;
+  bool committed_ = true;
+  std::filesystem::path final_path_;
+  std::filesystem::path partial_path_;
+};
+
+// Releases every cached anonymous mapping (see xjob::trim_shared_memory_cache).
+void trim_region_cache() noexcept;
+// Bytes currently held by the cache.
+[[nodiscard]] std::size_t region_cache_bytes() noexcept;
+
+}  // namespace xjob::detail

@@ -1,0 +1,75 @@
+// The exceptions xjob throws, all derived from xjob::error so that one catch
+// clause covers the library. Failures of system calls on anonymous resources
+// (mapping memory, creating threads) are std::system_error instead, as in std.
+#pragma once
+
+#include <cstddef>
+#include <exception>
+#include <filesystem>
+#include <stdexcept>
+#include <string>
+#include <system_error>
+
+namespace xjob {
+
+// Base of every xjob exception.
+//   try { par(calls); } catch (xjob::error const& e) { log(e.what()); }
+class error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// An argument that can never work: an n_jobs of 0, a chunk size of 0, an
+// unknown backend, an output whose shape does not fit. The message names the
+// argument and its value.
+class invalid_argument : public error {
+ public:
+  using error::error;
+};
+
+// A .npy file that cannot be used: missing or unreadable (code() is the
+// errno), not a .npy file, a dtype other than the array's, Fortran order, or
+// fewer bytes than its header promises. The message names the file.
+//   try { auto a = xjob::shared_array<double>::open_npy("in.npy"); }
+//   catch (xjob::npy_error const& e) { std::cerr << e.what() << " " << e.path(); }
+class npy_error : public error {
+ public:
+  npy_error(std::filesystem::path path, std::string const& problem, std::error_code code = {});
+
+  [[nodiscard]] std::filesystem::path const& path() const noexcept { return path_; }
+  [[nodiscard]] std::error_code code() const noexcept { return code_; }
+
+ private:
+  std::filesystem::path path_;
+  std::error_code code_;
+};
+
+// A task threw. The call was cancelled (tasks not yet started never ran) and
+// this is rethrown on the caller's thread. what() reads
+// "task 17 threw std::runtime_error: boom"; the original exception is kept
+// for backends that run in the caller's process.
+//   try { par(calls); }
+//   catch (xjob::task_error const& e) { retry(e.task_index()); }
+class task_error : public error {
+ public:
+  task_error(std::size_t task_index, std::string type_name, std::string message,
+             std::exception_ptr original = nullptr);
+
+  [[nodiscard]] std::size_t task_index() const noexcept { return task_index_; }
+  // The demangled type of what the task threw, e.g. "std::out_of_range".
+  [[nodiscard]] std::string const& type_name() const noexcept { return type_name_; }
+  // The thrown exception's own what(), unchanged.
+  [[nodiscard]] std::string const& message() const noexcept { return message_; }
+  // The exception object itself, or nullptr when it crossed a process boundary.
+  [[nodiscard]] std::exception_ptr original() const noexcept { return original_; }
+  // Rethrows the original exception if there is one, else this task_error.
+  [[noreturn]] void rethrow_original() const;
+
+ private:
+  std::size_t task_index_;
+  std::string type_name_;
+  std::string message_;
+  std::exception_ptr original_;
+};
+
+}  // namespace xjob

@@ -1,0 +1,290 @@
+// parallel: the front end. Turns delayed calls, a map over a range, or a
+// chunked map over an xtensor array into batches of tasks, runs them on the
+// chosen backend, and returns the results in input order (or as a stream).
+#pragma once
+
+#include <concepts>
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <ranges>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <xjob/backend.hpp>
+#include <xjob/batch_call.hpp>
+#include <xjob/chunking.hpp>
+#include <xjob/delayed.hpp>
+#include <xjob/detail/chunk_views.hpp>
+#include <xjob/detail/task_runner.hpp>
+#include <xjob/parallel_config.hpp>
+#include <xjob/parallel_options.hpp>
+#include <xjob/results.hpp>
+#include <xjob/shared_array.hpp>
+
+namespace xjob {
+
+namespace detail {
+
+template <class T>
+inline constexpr bool is_shared_array_v = false;
+template <class T>
+inline constexpr bool is_shared_array_v<shared_array<T>> = true;
+
+// shared_arrays take part in map_chunks through their xtensor adaptor;
+// everything else as the expression it is.
+template <class X>
+decltype(auto) as_expression(X&& x) {
+  if constexpr (is_shared_array_v<std::remove_cvref_t<X>>) {
+    return x.view();
+  } else {
+    return std::forward<X>(x);
+  }
+}
+
+template <class R>
+using stored_result_t = std::remove_cvref_t<R>;
+
+template <std::ranges::input_range Range>
+auto to_vector(Range&& range) {
+  std::vector<std::remove_cvref_t<std::ranges::range_reference_t<Range>>> values;
+  if constexpr (std::ranges::sized_range<Range>) values.reserve(std::ranges::size(range));
+  for (auto&& value : range) values.push_back(std::forward<decltype(value)>(value));
+  return values;
+}
+
+}  // namespace detail
+
+// A configured way to run work in parallel; cheap to copy (copies share the
+// backend and its workers). Construction resolves the options (see
+// parallel_config.hpp) and throws xjob::invalid_argument for bad ones. Calls
+// on one parallel object may come from several threads at once.
+//   auto results = xjob::parallel(4)(jobs | std::views::transform([](auto const& j) {
+//       return xjob::delayed(task)(j.first, j.second); }));
+//   xjob::parallel par({.n_jobs = 2, .backend = "threads"});
+//   std::vector<int> squares = par.map([](int i) { return i * i; }, std::views::iota(0, 20));
+//   auto y = par.map_chunks(x, [](auto const& in, auto&& out) { out = xt::sqrt(in); });
+class parallel {
+ public:
+  // All options from parallel_config, the environment, or the defaults.
+  parallel();
+  // n_jobs workers, other options as above.
+  explicit parallel(int n_jobs);
+  explicit parallel(parallel_options options);
+
+  // The resolved options: n_jobs is the positive worker count, backend the
+  // name of the backend that runs the calls ("sequential" for one worker).
+  [[nodiscard]] parallel_options const& options() const noexcept { return options_; }
+  [[nodiscard]] int n_jobs() const noexcept { return *options_.n_jobs; }
+  [[nodiscard]] std::string const& backend_name() const noexcept { return options_.backend; }
+
+  // Runs delayed calls; returns their results in input order (nothing if
+  // they return void). The first task to throw cancels the rest and is
+  // rethrown as xjob::task_error.
+  template <std::ranges::input_range Calls>
+    requires is_delayed_call_v<std::remove_cvref_t<std::ranges::range_reference_t<Calls>>>
+  auto operator()(Calls&& calls) const {
+    auto tasks = detail::to_vector(std::forward<Calls>(calls));
+    using R = typename std::ranges::range_value_t<decltype(tasks)>::result_type;
+    return run_indexed<R>(tasks.size(), [&tasks](std::size_t i) -> decltype(auto) { return tasks[i](); });
+  }
+
+  // The same, as a stream of results in input order or completion order.
+  template <std::ranges::input_range Calls, class ReturnAs>
+    requires is_delayed_call_v<std::remove_cvref_t<std::ranges::range_reference_t<Calls>>> &&
+             (std::same_as<ReturnAs, return_as_generator_t> ||
+              std::same_as<ReturnAs, return_as_generator_unordered_t>)
+  auto operator()(Calls&& calls, ReturnAs) const {
+    auto tasks = std::make_shared<decltype(detail::to_vector(std::forward<Calls>(calls)))>(
+        detail::to_vector(std::forward<Calls>(calls)));
+    using R = typename std::ranges::range_value_t<decltype(*tasks)>::result_type;
+    auto* list = tasks.get();
+    return stream<R, ReturnAs>(list->size(), [list](std::size_t i) -> decltype(auto) { return (*list)[i](); },
+                               std::move(tasks));
+  }
+
+  // f(arg) for each arg of `args`; results in input order. f is called
+  // concurrently through a const reference. A random-access sized range is
+  // read in place; any other range is copied first.
+  template <class F, std::ranges::input_range Args>
+    requires std::invocable<F const&, std::ranges::range_reference_t<Args>>
+  auto map(F const& f, Args&& args) const {
+    using R = std::invoke_result_t<F const&, std::ranges::range_reference_t<Args>>;
+    if constexpr (std::ranges::random_access_range<Args> && std::ranges::sized_range<Args>) {
+      auto first = std::ranges::begin(args);
+      return run_indexed<R>(static_cast<std::size_t>(std::ranges::size(args)),
+                            [&f, first](std::size_t i) -> decltype(auto) {
+                              return std::invoke(f, first[static_cast<std::ptrdiff_t>(i)]);
+                            });
+    } else {
+      auto values = detail::to_vector(std::forward<Args>(args));
+      return run_indexed<R>(values.size(),
+                            [&f, &values](std::size_t i) -> decltype(auto) { return std::invoke(f, values[i]); });
+    }
+  }
+
+  // The same, as a stream. The arguments are copied into the stream.
+  template <class F, std::ranges::input_range Args, class ReturnAs>
+    requires std::invocable<F const&, std::ranges::range_reference_t<Args>> &&
+             (std::same_as<ReturnAs, return_as_generator_t> ||
+              std::same_as<ReturnAs, return_as_generator_unordered_t>)
+  auto map(F f, Args&& args, ReturnAs) const {
+    using values_type = decltype(detail::to_vector(std::forward<Args>(args)));
+    struct owned {
+      F function;
+      values_type values;
+    };
+    auto state = std::make_shared<owned>(owned{std::move(f), detail::to_vector(std::forward<Args>(args))});
+    using R = std::invoke_result_t<F const&, typename values_type::value_type&>;
+    auto* own = state.get();
+    return stream<R, ReturnAs>(
+        own->values.size(),
+        [own](std::size_t i) -> decltype(auto) { return std::invoke(std::as_const(own->function), own->values[i]); },
+        std::move(state));
+  }
+
+  // Calls f(in, out) on chunks of `input` cut along `how.axis`, `in` a
+  // read-only chunk and `out` the matching chunk of a new zero-initialised
+  // shared_array of input's shape and element type, which is returned. Row-
+  // major arrays cut along axis 0 give f contiguous xtensor adaptors;
+  // anything else, strided views. Throws xjob::invalid_argument for a bad
+  // axis or a chunk size of 0, xjob::task_error if f throws.
+  //   auto y = par.map_chunks(x, [](auto const& in, auto&& out) { out = xt::sqrt(in) * 2.0 + 1.0; });
+  template <class Input, class F>
+  [[nodiscard]] auto map_chunks(Input const& input, F const& f, chunking how = {}) const {
+    decltype(auto) in = detail::as_expression(input);
+    using T = std::remove_cv_t<typename std::remove_cvref_t<decltype(in)>::value_type>;
+    auto const& in_shape = in.shape();
+    shared_array<T> output(std::vector<std::size_t>(in_shape.begin(), in_shape.end()), uninitialized);
+    bool const stale = detail::shared_array_access::holds_stale_data(output);
+    map_chunks_into(in, f, output.view(), how, stale);
+    return output;
+  }
+
+  // The same into a caller's output: a shared_array (a .npy-backed one is
+  // committed when the call succeeds) or a writable xtensor container. Its
+  // extent along the axis must equal input's; the other extents are free, so
+  // f may change the shape of each chunk (reduce each row to one value).
+  // Throws xjob::invalid_argument, naming both shapes, if they do not fit.
+  //   xt::xtensor<double, 1> sums = xt::zeros<double>({n});
+  //   par.map_chunks(x, [](auto const& in, auto&& out) { out = xt::sum(in, {1}); }, sums);
+  template <class Input, class F, class Output>
+    requires(!std::same_as<std::remove_cvref_t<Output>, chunking>)
+  void map_chunks(Input const& input, F const& f, Output&& output, chunking how = {}) const {
+    decltype(auto) in = detail::as_expression(input);
+    if constexpr (detail::is_shared_array_v<std::remove_cvref_t<Output>>) {
+      map_chunks_into(in, f, output.view(), how, false);
+      output.commit();
+    } else {
+      map_chunks_into(in, f, output, how, false);
+    }
+  }
+
+ private:
+  // Runs `runner`'s `count` tasks on the backend; throws the first failure.
+  void run(detail::task_runner& runner, std::size_t count) const;
+  [[nodiscard]] std::unique_ptr<batch_call> make_call(detail::task_runner& runner, std::size_t count,
+                                                      std::function<void(batch_range)> on_batch_done) const;
+  void execute(batch_call& call) const;
+  [[nodiscard]] std::size_t chunk_extent_for(std::span<std::size_t const> shape, std::size_t axis,
+                                             std::size_t element_bytes, chunking const& how) const;
+  static void check_chunk_shapes(std::span<std::size_t const> input_shape,
+                                 std::span<std::size_t const> output_shape, std::size_t axis);
+
+  template <class Result, class Compute>
+  auto run_indexed(std::size_t count, Compute compute) const {
+    using R = detail::stored_result_t<Result>;
+    if constexpr (std::is_void_v<Result>) {
+      detail::task_loop loop([&compute](std::size_t i) { compute(i); });
+      run(loop, count);
+    } else if constexpr (std::is_default_constructible_v<R> && !std::is_same_v<R, bool>) {
+      std::vector<R> results(count);
+      R* out = results.data();
+      detail::task_loop loop([&compute, out](std::size_t i) { out[i] = compute(i); });
+      run(loop, count);
+      return results;
+    } else {
+      // vector<bool> packs bits (concurrent writes would race) and other
+      // types cannot be default-constructed: fill optional slots first.
+      std::vector<std::optional<R>> slots(count);
+      detail::task_loop loop([&compute, &slots](std::size_t i) { slots[i].emplace(compute(i)); });
+      run(loop, count);
+      std::vector<R> results;
+      results.reserve(count);
+      for (auto& slot : slots) results.push_back(std::move(*slot));
+      return results;
+    }
+  }
+
+  template <class Result, class ReturnAs, class Compute>
+  auto stream(std::size_t count, Compute compute, std::shared_ptr<void> inputs) const {
+    using R = detail::stored_result_t<Result>;
+    static_assert(!std::is_void_v<Result>, "a stream of results needs tasks that return a value");
+    auto state = std::make_unique<detail::stream_state<R>>(count);
+    auto* slots = state->slots().data();
+    auto loop = std::make_shared<detail::task_loop<std::function<void(std::size_t)>>>(
+        std::function<void(std::size_t)>([compute = std::move(compute), slots](std::size_t i) {
+          slots[i].emplace(compute(i));
+        }));
+    auto* shared_state = state.get();
+    auto call = make_call(*loop, count, [shared_state](batch_range done) { shared_state->batch_done(done); });
+    struct keep {
+      std::shared_ptr<void> inputs;
+      std::shared_ptr<void> loop;
+    };
+    state->start(std::move(call), std::make_shared<keep>(keep{std::move(inputs), loop}),
+                 [self = *this](batch_call& c) { self.execute(c); });
+    if constexpr (std::same_as<ReturnAs, return_as_generator_t>) {
+      return ordered_results<R>(std::move(state));
+    } else {
+      return unordered_results<R>(std::move(state));
+    }
+  }
+
+  template <class In, class F, class Out>
+  void map_chunks_into(In const& in, F const& f, Out&& out, chunking const& how, bool clear_output) const {
+    auto const& in_shape = in.shape();
+    auto const& out_shape = out.shape();
+    std::vector<std::size_t> const input_shape(in_shape.begin(), in_shape.end());
+    std::vector<std::size_t> const output_shape(out_shape.begin(), out_shape.end());
+    check_chunk_shapes(input_shape, output_shape, how.axis);
+    using in_element = std::remove_cvref_t<decltype(*in.begin())>;
+    chunk_plan const plan(input_shape[how.axis],
+                          chunk_extent_for(input_shape, how.axis, sizeof(in_element), how));
+    if (plan.size() == 0) return;
+
+    if (how.axis == 0 && detail::is_row_major_contiguous(in) && detail::is_row_major_contiguous(out)) {
+      auto const* in_first = detail::first_element(in);
+      auto* out_first = detail::first_element(out);
+      detail::contiguous_slabs<std::remove_pointer_t<decltype(in_first)>, detail::chunk_shape_t<In>> ins(
+          in_first, in_shape, false);
+      detail::contiguous_slabs<std::remove_pointer_t<decltype(out_first)>, detail::chunk_shape_t<Out>> outs(
+          out_first, out_shape, clear_output);
+      run_chunks(plan, ins, outs, f);
+    } else {
+      if (clear_output) std::fill(out.begin(), out.end(), std::remove_cvref_t<decltype(*out.begin())>{});
+      detail::strided_slabs<In const&> ins(in, how.axis);
+      detail::strided_slabs<Out&> outs(out, how.axis);
+      run_chunks(plan, ins, outs, f);
+    }
+  }
+
+  template <class Ins, class Outs, class F>
+  void run_chunks(chunk_plan const& plan, Ins& ins, Outs& outs, F const& f) const {
+    detail::task_loop loop([&](std::size_t i) {
+      chunk const c = plan[i];
+      auto const in_chunk = ins.take(c.begin, c.end);
+      auto out_chunk = outs.take(c.begin, c.end);
+      f(in_chunk, out_chunk);
+    });
+    run(loop, plan.size());
+  }
+
+  parallel_options options_;
+  std::shared_ptr<backend> backend_;
+};
+
+}  // namespace xjob

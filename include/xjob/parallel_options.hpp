@@ -1,0 +1,51 @@
+// The options of one xjob::parallel: how many workers, which backend, how
+// tasks are batched and arrays chunked, and how progress is reported. Fields
+// left unset come from the enclosing parallel_config, then the environment
+// (XJOB_N_JOBS, XJOB_BACKEND), then the defaults below.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <optional>
+#include <string>
+
+namespace xjob {
+
+// A snapshot of a running call, given to parallel_options::on_progress.
+struct progress {
+  std::size_t done = 0;   // tasks finished (successfully or not)
+  std::size_t total = 0;  // tasks in the call
+  std::chrono::duration<double> elapsed{};
+  std::chrono::duration<double> remaining{};  // estimate from the rate so far
+};
+
+// Options of a parallel object; designated initialisers name what differs.
+//   xjob::parallel par({.n_jobs = 2, .backend = "threads", .verbose = 5});
+struct parallel_options {
+  // Worker count: n > 0 exactly n; -1 all CPUs, -2 all but one (joblib's
+  // rule). 0 and values below -cpu_count() are errors. Unset: 1.
+  std::optional<int> n_jobs = std::nullopt;
+  // A registered backend name ("sequential", "threads", ...). Empty: the
+  // configured one, else "threads". With one worker every backend runs
+  // sequentially in the caller, as in joblib.
+  std::string backend = {};
+  // Tasks handed to a worker at a time. Unset: automatic (batches grow until
+  // one lasts about target_batch_duration, and shrink near the end so that
+  // workers finish together).
+  std::optional<std::size_t> batch_size = std::nullopt;
+  // Extent of an array chunk along the chunked axis in map_chunks. Unset:
+  // automatic (about 256 KiB of input per chunk; see chunking.hpp).
+  std::optional<std::size_t> chunk_size = std::nullopt;
+  // joblib's verbose: 0 silent; 1-9 progress lines on stderr at growing
+  // intervals; 10 and more a line per finished batch.
+  int verbose = 0;
+  // Called after each finished batch with the progress so far; calls never
+  // overlap, but come from worker threads.
+  std::function<void(progress const&)> on_progress = {};
+  // What automatic batching aims for: long enough to hide the cost of taking
+  // a batch, short enough to balance the load.
+  std::chrono::microseconds target_batch_duration = std::chrono::microseconds(200);
+};
+
+}  // namespace xjob

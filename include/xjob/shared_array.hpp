@@ -1,0 +1,172 @@
+// shared_array<T>: an n-dimensional array in shared memory that every
+// backend's workers can read and write in place (threads, and forked
+// processes), seen from C++ as an xtensor adaptor. Anonymous by default, or
+// backed by a .npy file that NumPy can open. Move-only.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstring>
+#include <filesystem>
+#include <initializer_list>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <xtensor/xadapt.hpp>
+
+#include <xjob/detail/mapped_region.hpp>
+#include <xjob/detail/npy.hpp>
+#include <xjob/detail/shape.hpp>
+
+namespace xjob {
+
+// Tag: the new array's contents are unspecified (like numpy.empty); it may
+// reuse recycled memory without clearing it.
+struct uninitialized_t {
+  explicit uninitialized_t() = default;
+};
+inline constexpr uninitialized_t uninitialized{};
+
+// Releases the anonymous shared memory that xjob keeps for reuse. Freed
+// shared_arrays of 1 MiB or more are cached, up to XJOB_SHM_CACHE_BYTES
+// (default: an eighth of physical memory), because mapping fresh shared
+// memory costs page faults that reuse avoids. Thread-safe.
+void trim_shared_memory_cache() noexcept;
+// Bytes currently cached. Thread-safe.
+[[nodiscard]] std::size_t shared_memory_cache_bytes() noexcept;
+
+namespace detail {
+struct shared_array_access;
+}  // namespace detail
+
+// T is an arithmetic or complex type NumPy knows; `shared_array<const T>` is
+// a read-only array (open_npy maps the file read-only). Distinct arrays may
+// be used from different threads; one array may be read concurrently and
+// written concurrently at disjoint elements.
+//   xjob::shared_array<double> a({1000, 3});          // zero-filled
+//   a.view()(2, 1) = 4.0;
+//   auto f = xjob::shared_array<double>::create_npy("out.npy", {1 << 20, 16});
+//   auto r = xjob::shared_array<const double>::open_npy("out.npy");
+template <class T>
+class shared_array {
+  static_assert(detail::has_npy_descr_v<T>,
+                "shared_array<T> needs an arithmetic or std::complex element type that .npy files can hold");
+
+ public:
+  using value_type = std::remove_const_t<T>;
+  using element_type = T;
+  using shape_type = std::vector<std::size_t>;
+
+  // An empty rank-1 array of extent 0.
+  shared_array() : shape_{0} {}
+
+  // Zero-filled anonymous shared memory. Throws xjob::invalid_argument if
+  // the shape's byte count overflows, std::system_error if memory cannot be
+  // mapped.
+  explicit shared_array(shape_type shape) : shared_array(std::move(shape), detail::region_fill::zeroed) {}
+  // Contents unspecified: may reuse recycled memory without clearing it.
+  shared_array(shape_type shape, uninitialized_t)
+      : shared_array(std::move(shape), detail::region_fill::unspecified) {}
+
+  // A new, zero-filled .npy file at `path` (replaced if it exists), mapped
+  // read-write. Until commit() the file exists only under a temporary name
+  // beside `path` (`<path>.XXXXXX.partial`), so an output left incomplete
+  // never looks complete; an uncommitted file is deleted with the array.
+  // Throws std::system_error when the file cannot be made or its space
+  // reserved (a full disk or /dev/shm: ENOSPC), xjob::invalid_argument for a
+  // shape whose byte count overflows.
+  [[nodiscard]] static shared_array create_npy(std::filesystem::path const& path, shape_type shape)
+    requires(!std::is_const_v<T>)
+  {
+    std::size_t const bytes = detail::checked_byte_count(shape, sizeof(T));
+    std::string const header = detail::npy_header(detail::npy_descr<T>(), shape);
+    shared_array array;
+    array.region_ = detail::mapped_region::create_file(path, header, bytes);
+    array.offset_ = header.size();
+    array.shape_ = std::move(shape);
+    return array;
+  }
+
+  // Maps an existing C-ordered .npy file whose dtype is T's, read-only for
+  // shared_array<const T>, else read-write (writes go to the file). Throws
+  // xjob::npy_error naming the file and the problem (missing, unreadable,
+  // bad header, other dtype, Fortran order, truncated).
+  [[nodiscard]] static shared_array open_npy(std::filesystem::path const& path) {
+    shared_array array;
+    array.region_ = detail::mapped_region::open_file(
+        path, std::is_const_v<T> ? detail::region_access::read_only : detail::region_access::read_write);
+    std::span<std::byte const> const bytes(array.region_.base(), array.region_.length());
+    detail::npy_header_info info = detail::parse_npy_header(path, bytes);
+    detail::check_npy_layout(path, info, detail::npy_descr<T>(), sizeof(T), bytes.size());
+    array.offset_ = info.data_offset;
+    array.shape_ = std::move(info.shape);
+    return array;
+  }
+
+  shared_array(shared_array&&) noexcept = default;
+  shared_array& operator=(shared_array&&) noexcept = default;
+  shared_array(shared_array const&) = delete;
+  shared_array& operator=(shared_array const&) = delete;
+  ~shared_array() = default;
+
+  [[nodiscard]] T* data() const noexcept {
+    return region_.base() == nullptr ? nullptr : reinterpret_cast<T*>(region_.base() + offset_);
+  }
+  [[nodiscard]] std::size_t size() const noexcept { return detail::element_count(shape_); }
+  [[nodiscard]] std::size_t bytes() const noexcept { return size() * sizeof(T); }
+  [[nodiscard]] std::size_t dimension() const noexcept { return shape_.size(); }
+  [[nodiscard]] shape_type const& shape() const noexcept { return shape_; }
+  [[nodiscard]] T* begin() const noexcept { return data(); }
+  [[nodiscard]] T* end() const noexcept { return data() + size(); }
+
+  // An xtensor adaptor over the mapped memory, with the array's shape and
+  // dynamic rank. Valid while the array lives.
+  //   auto v = a.view();  v(0, 1) = 2.0;  double s = xt::sum(v)();
+  [[nodiscard]] auto view() const { return xt::adapt(data(), size(), xt::no_ownership(), shape_); }
+
+  // The same with a fixed rank N (faster indexing); throws
+  // xjob::invalid_argument if the array's rank is not N.
+  template <std::size_t N>
+  [[nodiscard]] auto view() const {
+    std::array<std::size_t, N> fixed{};
+    detail::check_rank(shape_.size(), N);
+    std::copy(shape_.begin(), shape_.end(), fixed.begin());
+    return xt::adapt(data(), size(), xt::no_ownership(), fixed);
+  }
+
+  // For a file made by create_npy: gives it its final name (see there).
+  // Idempotent; a no-op for other arrays. Throws std::system_error if the
+  // rename fails. map_chunks commits its output when the call succeeds.
+  void commit() { region_.commit(); }
+  [[nodiscard]] bool is_file_backed() const noexcept { return region_.is_file(); }
+  [[nodiscard]] bool committed() const noexcept { return region_.committed(); }
+  // The final path of a file-backed array; empty for anonymous memory.
+  [[nodiscard]] std::filesystem::path const& path() const noexcept { return region_.path(); }
+
+ private:
+  shared_array(shape_type shape, detail::region_fill fill) : shape_(std::move(shape)) {
+    std::size_t const bytes = detail::checked_byte_count(shape_, sizeof(T));
+    if (bytes > 0) region_ = detail::mapped_region::anonymous(bytes, fill);
+  }
+
+  friend struct detail::shared_array_access;
+
+  detail::mapped_region region_;
+  std::size_t offset_ = 0;
+  shape_type shape_;
+};
+
+namespace detail {
+// What map_chunks needs to know that users do not.
+struct shared_array_access {
+  template <class T>
+  static bool holds_stale_data(shared_array<T> const& array) noexcept {
+    return array.region_.recycled();
+  }
+};
+}  // namespace detail
+
+}  // namespace xjob

@@ -1,0 +1,16 @@
+// The umbrella header: everything a user of xjob needs.
+//   #include <xjob/xjob.hpp>
+//   auto squares = xjob::parallel(2).map([](int i) { return i * i; }, std::views::iota(0, 20));
+#pragma once
+
+#include <xjob/backend.hpp>
+#include <xjob/batch_call.hpp>
+#include <xjob/chunking.hpp>
+#include <xjob/cpu_count.hpp>
+#include <xjob/delayed.hpp>
+#include <xjob/errors.hpp>
+#include <xjob/parallel.hpp>
+#include <xjob/parallel_config.hpp>
+#include <xjob/parallel_options.hpp>
+#include <xjob/results.hpp>
+#include <xjob/shared_array.hpp>

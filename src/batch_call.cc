@@ -1,0 +1,143 @@
+#include <xjob/batch_call.hpp>
+
+#include <algorithm>
+#include <cstdio>
+
+#include <fmt/format.h>
+
+#include <xjob/errors.hpp>
+
+namespace xjob {
+
+namespace {
+using clock_type = std::chrono::steady_clock;
+using seconds = std::chrono::duration<double>;
+}  // namespace
+
+batch_call::batch_call(detail::task_runner& runner, std::size_t task_count, settings options)
+    : runner_(runner), task_count_(task_count), settings_(std::move(options)) {
+  settings_.workers = std::max(settings_.workers, 1);
+}
+
+batch_call::~batch_call() = default;
+
+batch_range batch_call::next_batch(batch_cursor& cursor) noexcept {
+  if (stopped()) return {};
+  std::size_t size = 0;
+  if (settings_.batch_size) {
+    size = *settings_.batch_size;
+  } else {
+    std::size_t const taken = next_.load(std::memory_order_relaxed);
+    if (taken >= task_count_) return {};
+    // Guided cap: no batch takes more than half of a fair share of what is
+    // left, so the last batches are small and workers finish together.
+    std::size_t const fair_half = (task_count_ - taken) / (2 * static_cast<std::size_t>(settings_.workers));
+    size = std::clamp<std::size_t>(fair_half, 1, std::max<std::size_t>(cursor.batch_size, 1));
+    cursor.started = clock_type::now();
+  }
+  std::size_t const begin = next_.fetch_add(size, std::memory_order_relaxed);
+  if (begin >= task_count_) return {};
+  return {begin, std::min(begin + size, task_count_)};
+}
+
+std::size_t batch_call::run_batch(batch_range batch) noexcept {
+  detail::batch_outcome outcome = runner_.run(batch.begin, batch.end, stop_);
+  if (outcome.failure) fail(std::move(*outcome.failure));
+  return outcome.completed_end;
+}
+
+void batch_call::finish_batch(batch_cursor& cursor, batch_range batch, std::size_t completed_end) noexcept {
+  std::size_t const completed = completed_end - batch.begin;
+  if (!settings_.batch_size && completed == batch.size()) {
+    // joblib's rule, per worker: size the next batch so it lasts about the
+    // target, changing at most twofold at a time so one slow task cannot
+    // swing it.
+    auto const took = std::max<std::chrono::nanoseconds>(clock_type::now() - cursor.started,
+                                                          std::chrono::nanoseconds(1));
+    double const ideal = static_cast<double>(completed) * static_cast<double>(settings_.target_batch_duration.count()) /
+                         static_cast<double>(took.count());
+    double const low = std::max(1.0, static_cast<double>(cursor.batch_size) / 2.0);
+    double const high = static_cast<double>(cursor.batch_size) * 2.0;
+    cursor.batch_size = static_cast<std::size_t>(std::clamp(ideal, low, high));
+  }
+  if (completed == 0) return;
+  std::size_t const done = done_.fetch_add(completed, std::memory_order_acq_rel) + completed;
+  if (settings_.on_batch_done) settings_.on_batch_done({batch.begin, completed_end});
+  report_progress(done);
+}
+
+void batch_call::work(int worker) noexcept {
+  batch_cursor cursor{worker, 1, {}};
+  for (;;) {
+    batch_range const batch = next_batch(cursor);
+    if (batch.empty()) return;
+    finish_batch(cursor, batch, run_batch(batch));
+  }
+}
+
+void batch_call::fail(detail::task_failure failure) noexcept {
+  {
+    std::lock_guard lock(failure_mutex_);
+    if (!failure_) failure_ = std::move(failure);
+  }
+  has_failure_.store(true, std::memory_order_release);
+  stop_.store(true, std::memory_order_relaxed);
+}
+
+void batch_call::cancel() noexcept { stop_.store(true, std::memory_order_relaxed); }
+
+bool batch_call::failed() const noexcept { return has_failure_.load(std::memory_order_acquire); }
+
+void batch_call::rethrow_if_failed() const {
+  std::lock_guard lock(failure_mutex_);
+  if (failure_)
+    throw task_error(failure_->task_index, failure_->type_name, failure_->message, failure_->original);
+}
+
+void batch_call::start(std::string const& backend_name) {
+  start_time_ = clock_type::now();
+  if (settings_.verbose > 0)
+    std::fprintf(stderr, "[%s]: Using backend %s with %d concurrent workers.\n", settings_.verbose_name.c_str(),
+                 backend_name.c_str(), settings_.workers);
+}
+
+void batch_call::report_progress(std::size_t done) noexcept {
+  if (settings_.verbose <= 0 && !settings_.on_progress) return;
+  std::lock_guard lock(progress_mutex_);
+  seconds const elapsed = clock_type::now() - start_time_;
+  seconds const remaining =
+      elapsed * (static_cast<double>(task_count_ - std::min(done, task_count_)) / static_cast<double>(done));
+  if (settings_.on_progress) {
+    try {
+      settings_.on_progress(progress{done, task_count_, elapsed, remaining});
+    } catch (...) {
+      // A throwing progress callback must not take the call down with it;
+      // it is reported like a failed task at the position reached.
+      fail(detail::describe_current_exception(done));
+    }
+  }
+  if (settings_.verbose <= 0 || done >= task_count_) return;
+  if (settings_.verbose < 10) {
+    if (done < next_report_) return;
+    // Lines at growing intervals: twofold at verbose 1, ~11% at verbose 9.
+    next_report_ = done + std::max<std::size_t>(done / static_cast<std::size_t>(settings_.verbose), 1);
+  }
+  auto const width = static_cast<int>(fmt::formatted_size("{}", task_count_));
+  std::fputs(fmt::format("[{}]: Done {:>{}} out of {} | elapsed: {:.1f}s remaining: {:.1f}s\n", settings_.verbose_name,
+                         done, width, task_count_, elapsed.count(), remaining.count())
+                 .c_str(),
+             stderr);
+}
+
+void batch_call::finish() noexcept {
+  if (settings_.verbose <= 0) return;
+  seconds const elapsed = clock_type::now() - start_time_;
+  std::size_t const done = done_count();
+  auto const width = static_cast<int>(fmt::formatted_size("{}", task_count_));
+  std::fputs(fmt::format("[{}]: Done {:>{}} out of {} | elapsed: {:.1f}s {}\n", settings_.verbose_name, done, width,
+                         task_count_, elapsed.count(), failed() ? "failed" : "finished")
+                 .c_str(),
+             stderr);
+}
+
+}  // namespace xjob

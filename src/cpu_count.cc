@@ -1,0 +1,38 @@
+#include <xjob/cpu_count.hpp>
+
+#include <sched.h>
+
+#include <algorithm>
+#include <fstream>
+#include <string>
+#include <thread>
+
+namespace xjob {
+
+namespace {
+// cgroup v2 quota: "max 100000" (none) or "150000 100000" (1.5 CPUs).
+int cgroup_cpu_limit() {
+  std::ifstream file("/sys/fs/cgroup/cpu.max");
+  std::string quota;
+  long long period = 0;
+  if (!(file >> quota >> period) || quota == "max" || period <= 0) return 0;
+  try {
+    long long const q = std::stoll(quota);
+    return static_cast<int>(std::max(1LL, q / period));
+  } catch (...) {
+    return 0;
+  }
+}
+}  // namespace
+
+int cpu_count() noexcept {
+  int count = 0;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) count = CPU_COUNT(&set);
+  if (count <= 0) count = static_cast<int>(std::thread::hardware_concurrency());
+  if (int const limit = cgroup_cpu_limit(); limit > 0) count = std::min(count, limit);
+  return std::max(count, 1);
+}
+
+}  // namespace xjob

@@ -1,0 +1,62 @@
+#include <xjob/errors.hpp>
+
+#include <cxxabi.h>
+
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <typeinfo>
+
+#include <fmt/format.h>
+
+#include <xjob/detail/task_runner.hpp>
+
+namespace xjob {
+
+npy_error::npy_error(std::filesystem::path path, std::string const& problem, std::error_code code)
+    : error(code ? fmt::format("{}: {} ({})", path.string(), problem, code.message())
+                 : fmt::format("{}: {}", path.string(), problem)),
+      path_(std::move(path)),
+      code_(code) {}
+
+task_error::task_error(std::size_t task_index, std::string type_name, std::string message,
+                       std::exception_ptr original)
+    : error(fmt::format("task {} threw {}: {}", task_index, type_name, message)),
+      task_index_(task_index),
+      type_name_(std::move(type_name)),
+      message_(std::move(message)),
+      original_(std::move(original)) {}
+
+void task_error::rethrow_original() const {
+  if (original_) std::rethrow_exception(original_);
+  throw *this;
+}
+
+namespace detail {
+
+namespace {
+std::string demangle(char const* mangled) {
+  int status = 0;
+  std::unique_ptr<char, void (*)(void*)> name(abi::__cxa_demangle(mangled, nullptr, nullptr, &status), std::free);
+  return status == 0 && name ? std::string(name.get()) : std::string(mangled);
+}
+}  // namespace
+
+task_failure describe_current_exception(std::size_t task_index) {
+  task_failure failure;
+  failure.task_index = task_index;
+  failure.original = std::current_exception();
+  std::type_info const* type = abi::__cxa_current_exception_type();
+  failure.type_name = type != nullptr ? demangle(type->name()) : "unknown exception";
+  try {
+    throw;
+  } catch (std::exception const& e) {
+    failure.message = e.what();
+  } catch (...) {
+    failure.message = "(not derived from std::exception)";
+  }
+  return failure;
+}
+
+}  // namespace detail
+}  // namespace xjob

@@ -1,0 +1,277 @@
+#include <xjob/detail/mapped_region.hpp>
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <mutex>
+#include <optional>
+#include <utility>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include <xjob/errors.hpp>
+#include <xjob/shared_array.hpp>
+
+namespace xjob::detail {
+
+namespace {
+
+[[noreturn]] void throw_errno(int code, std::string const& what) {
+  throw std::system_error(code, std::generic_category(), what);
+}
+
+std::size_t page_size() {
+  static std::size_t const size = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+  return size;
+}
+
+std::size_t round_to_pages(std::size_t bytes) { return (bytes + page_size() - 1) / page_size() * page_size(); }
+
+// Freed anonymous mappings kept for reuse. Small ones are not worth it:
+// their faults are cheap and they would fragment the cache.
+class region_cache {
+ public:
+  static constexpr std::size_t smallest_cached = std::size_t(1) << 20;
+
+  static region_cache& instance() {
+    static region_cache cache;
+    return cache;
+  }
+
+  // A cached mapping of at least `bytes` and at most a quarter more.
+  std::optional<std::pair<std::byte*, std::size_t>> take(std::size_t bytes) {
+    if (bytes < smallest_cached) return std::nullopt;
+    std::lock_guard lock(mutex_);
+    auto best = entries_.end();
+    for (auto it = entries_.begin(); it != entries_.end(); ++it)
+      if (it->second >= bytes && it->second <= bytes + bytes / 4 && (best == entries_.end() || it->second < best->second))
+        best = it;
+    if (best == entries_.end()) return std::nullopt;
+    auto const entry = *best;
+    entries_.erase(best);
+    held_ -= entry.second;
+    return entry;
+  }
+
+  // Keeps the mapping if it fits under the limit; the oldest entries make
+  // room. Returns false if the caller must unmap it.
+  bool give(std::byte* base, std::size_t length) noexcept {
+    if (length < smallest_cached || length > limit_) return false;
+    std::vector<std::pair<std::byte*, std::size_t>> evicted;
+    {
+      std::lock_guard lock(mutex_);
+      try {
+        entries_.emplace_back(base, length);
+      } catch (...) {
+        return false;
+      }
+      held_ += length;
+      while (held_ > limit_) {
+        evicted.push_back(entries_.front());
+        held_ -= entries_.front().second;
+        entries_.erase(entries_.begin());
+      }
+    }
+    for (auto const& [b, l] : evicted) munmap(b, l);
+    return true;
+  }
+
+  void trim() noexcept {
+    std::vector<std::pair<std::byte*, std::size_t>> all;
+    {
+      std::lock_guard lock(mutex_);
+      all.swap(entries_);
+      held_ = 0;
+    }
+    for (auto const& [b, l] : all) munmap(b, l);
+  }
+
+  std::size_t held() noexcept {
+    std::lock_guard lock(mutex_);
+    return held_;
+  }
+
+ private:
+  region_cache() {
+    if (char const* text = std::getenv("XJOB_SHM_CACHE_BYTES"); text != nullptr && *text != '\0') {
+      limit_ = std::strtoull(text, nullptr, 10);
+    } else {
+      long const pages = sysconf(_SC_PHYS_PAGES);
+      limit_ = pages > 0 ? static_cast<std::size_t>(pages) * page_size() / 8 : 0;
+    }
+  }
+
+  std::mutex mutex_;
+  std::vector<std::pair<std::byte*, std::size_t>> entries_;
+  std::size_t held_ = 0;
+  std::size_t limit_ = 0;
+};
+
+// The process umask, read without changing it (umask(2) would race with
+// other threads creating files).
+mode_t current_umask() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.rfind("Umask:", 0) == 0) return static_cast<mode_t>(std::strtoul(line.c_str() + 6, nullptr, 8));
+  return 022;
+}
+
+}  // namespace
+
+mapped_region::mapped_region(mapped_region&& other) noexcept { *this = std::move(other); }
+
+mapped_region& mapped_region::operator=(mapped_region&& other) noexcept {
+  if (this != &other) {
+    release();
+    base_ = std::exchange(other.base_, nullptr);
+    length_ = std::exchange(other.length_, 0);
+    mapped_length_ = std::exchange(other.mapped_length_, 0);
+    recycled_ = std::exchange(other.recycled_, false);
+    committed_ = std::exchange(other.committed_, true);
+    final_path_ = std::exchange(other.final_path_, {});
+    partial_path_ = std::exchange(other.partial_path_, {});
+  }
+  return *this;
+}
+
+mapped_region::~mapped_region() { release(); }
+
+void mapped_region::release() noexcept {
+  if (base_ != nullptr) {
+    // Files are never cached: their pages belong to the file.
+    if (is_file() || !region_cache::instance().give(base_, mapped_length_)) munmap(base_, mapped_length_);
+  }
+  if (!committed_ && !partial_path_.empty()) {
+    if (::unlink(partial_path_.c_str()) != 0 && errno != ENOENT)
+      std::fprintf(stderr, "xjob: cannot delete unfinished file %s: %s\n", partial_path_.c_str(), std::strerror(errno));
+  }
+  base_ = nullptr;
+  length_ = mapped_length_ = 0;
+  committed_ = true;
+  partial_path_.clear();
+  final_path_.clear();
+}
+
+mapped_region mapped_region::anonymous(std::size_t bytes, region_fill fill) {
+  mapped_region region;
+  region.length_ = bytes;
+  if (auto cached = region_cache::instance().take(bytes)) {
+    region.base_ = cached->first;
+    region.mapped_length_ = cached->second;
+    if (fill == region_fill::zeroed) std::memset(region.base_, 0, bytes);
+    else region.recycled_ = true;
+    return region;
+  }
+  // A memfd rather than a file in /dev/shm: it has no name another user
+  // could open, vanishes with its last mapping (nothing to leak if the
+  // process dies), and is not bound by /dev/shm's size (64 MiB in Docker).
+  int const fd = memfd_create("xjob-shared-array", MFD_CLOEXEC);
+  if (fd < 0) throw_errno(errno, "cannot create shared memory (memfd_create)");
+  std::size_t const length = round_to_pages(bytes);
+  if (ftruncate(fd, static_cast<off_t>(length)) != 0) {
+    int const code = errno;
+    ::close(fd);
+    throw_errno(code, fmt::format("cannot size shared memory to {} bytes", length));
+  }
+  void* base = mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  int const code = errno;
+  ::close(fd);  // the mapping keeps the memory alive
+  if (base == MAP_FAILED) throw_errno(code, fmt::format("cannot map {} bytes of shared memory", length));
+  region.base_ = static_cast<std::byte*>(base);
+  region.mapped_length_ = length;
+  return region;
+}
+
+mapped_region mapped_region::create_file(std::filesystem::path const& final_path, std::string const& header,
+                                         std::size_t data_bytes) {
+  std::string partial = final_path.string() + ".XXXXXX.partial";
+  int const fd = mkostemps(partial.data(), 8, O_CLOEXEC);
+  if (fd < 0) throw_errno(errno, fmt::format("cannot create {}", partial));
+
+  mapped_region region;
+  region.final_path_ = final_path;
+  region.partial_path_ = partial;
+  region.committed_ = false;  // from here on, release() deletes the file
+  auto fail = [&](int code, std::string const& what) {
+    ::close(fd);
+    throw_errno(code, what);
+  };
+
+  // mkostemps makes 0600 files; give the result the mode open(2) would.
+  if (fchmod(fd, 0666 & ~current_umask()) != 0) fail(errno, fmt::format("cannot set the mode of {}", partial));
+  std::size_t const total = header.size() + data_bytes;
+  // Reserve every block now: writing through a mapping into a file that
+  // cannot grow would be a SIGBUS, far from here and with nothing to say.
+  if (int const code = posix_fallocate(fd, 0, static_cast<off_t>(total)); code != 0)
+    fail(code, fmt::format("cannot reserve {} bytes for {}", total, final_path.string()));
+  for (std::size_t written = 0; written < header.size();) {
+    ssize_t const n = pwrite(fd, header.data() + written, header.size() - written, static_cast<off_t>(written));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      fail(errno, fmt::format("cannot write the header of {}", partial));
+    }
+    written += static_cast<std::size_t>(n);
+  }
+  void* base = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (base == MAP_FAILED) fail(errno, fmt::format("cannot map {}", partial));
+  ::close(fd);
+  region.base_ = static_cast<std::byte*>(base);
+  region.length_ = region.mapped_length_ = total;
+  return region;
+}
+
+mapped_region mapped_region::open_file(std::filesystem::path const& path, region_access access) {
+  bool const writable = access == region_access::read_write;
+  int const fd = ::open(path.c_str(), (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+  if (fd < 0) throw npy_error(path, "cannot open", std::error_code(errno, std::generic_category()));
+  struct stat info {};
+  if (fstat(fd, &info) != 0) {
+    int const code = errno;
+    ::close(fd);
+    throw npy_error(path, "cannot stat", std::error_code(code, std::generic_category()));
+  }
+  if (!S_ISREG(info.st_mode) || info.st_size == 0) {
+    ::close(fd);
+    throw npy_error(path, info.st_size == 0 ? "the file is empty, not a .npy file" : "not a regular file");
+  }
+  auto const length = static_cast<std::size_t>(info.st_size);
+  void* base = mmap(nullptr, length, writable ? PROT_READ | PROT_WRITE : PROT_READ, MAP_SHARED, fd, 0);
+  int const code = errno;
+  ::close(fd);
+  if (base == MAP_FAILED) throw npy_error(path, "cannot map", std::error_code(code, std::generic_category()));
+  mapped_region region;
+  region.base_ = static_cast<std::byte*>(base);
+  region.length_ = region.mapped_length_ = length;
+  region.final_path_ = path;
+  return region;
+}
+
+void mapped_region::commit() {
+  if (committed_) return;
+  if (::rename(partial_path_.c_str(), final_path_.c_str()) != 0)
+    throw_errno(errno, fmt::format("cannot rename {} to {}", partial_path_.string(), final_path_.string()));
+  committed_ = true;
+  partial_path_.clear();
+}
+
+void trim_region_cache() noexcept { region_cache::instance().trim(); }
+std::size_t region_cache_bytes() noexcept { return region_cache::instance().held(); }
+
+}  // namespace xjob::detail
+
+namespace xjob {
+void trim_shared_memory_cache() noexcept { detail::trim_region_cache(); }
+std::size_t shared_memory_cache_bytes() noexcept { return detail::region_cache_bytes(); }
+}  // namespace xjob

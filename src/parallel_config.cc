@@ -1,0 +1,86 @@
+#include <xjob/parallel_config.hpp>
+
+#include <cerrno>
+#include <cstdlib>
+#include <string>
+
+#include <fmt/format.h>
+
+#include <xjob/backend.hpp>
+#include <xjob/cpu_count.hpp>
+#include <xjob/errors.hpp>
+
+namespace xjob {
+
+namespace {
+
+thread_local parallel_config const* innermost_config = nullptr;
+
+constexpr int default_n_jobs = 1;
+constexpr char const* default_backend = "threads";
+
+std::optional<int> n_jobs_from_environment() {
+  char const* text = std::getenv("XJOB_N_JOBS");
+  if (text == nullptr || *text == '\0') return std::nullopt;
+  errno = 0;
+  char* end = nullptr;
+  long const value = std::strtol(text, &end, 10);
+  if (*end != '\0' || errno != 0 || value < -100000 || value > 100000)
+    throw invalid_argument(fmt::format("XJOB_N_JOBS must be an integer, got '{}'", text));
+  return static_cast<int>(value);
+}
+
+int resolve_n_jobs(int n_jobs) {
+  int const cpus = cpu_count();
+  if (n_jobs == 0) throw invalid_argument("n_jobs must not be 0: use a positive count, or -1 for all CPUs");
+  if (n_jobs > 0) return n_jobs;
+  int const resolved = cpus + 1 + n_jobs;
+  if (resolved < 1)
+    throw invalid_argument(
+        fmt::format("n_jobs={} leaves no worker on a machine with {} CPUs (the lowest is {})", n_jobs, cpus, -cpus));
+  return resolved;
+}
+
+}  // namespace
+
+parallel_config::parallel_config(parallel_options defaults)
+    : defaults_(std::move(defaults)), outer_(innermost_config) {
+  innermost_config = this;
+}
+
+parallel_config::~parallel_config() { innermost_config = outer_; }
+
+parallel_options resolve_options(parallel_options const& given) {
+  parallel_options resolved = given;
+  // Unset fields: the innermost scope first, then outer ones.
+  for (parallel_config const* scope = innermost_config; scope != nullptr; scope = scope->outer_) {
+    parallel_options const& d = scope->defaults_;
+    if (!resolved.n_jobs) resolved.n_jobs = d.n_jobs;
+    if (resolved.backend.empty()) resolved.backend = d.backend;
+    if (!resolved.batch_size) resolved.batch_size = d.batch_size;
+    if (!resolved.chunk_size) resolved.chunk_size = d.chunk_size;
+    if (resolved.verbose == 0) resolved.verbose = d.verbose;
+    if (!resolved.on_progress) resolved.on_progress = d.on_progress;
+  }
+  if (!resolved.n_jobs) resolved.n_jobs = n_jobs_from_environment();
+  if (resolved.backend.empty())
+    if (char const* name = std::getenv("XJOB_BACKEND"); name != nullptr) resolved.backend = name;
+  if (!resolved.n_jobs) resolved.n_jobs = default_n_jobs;
+  if (resolved.backend.empty()) resolved.backend = default_backend;
+
+  resolved.n_jobs = resolve_n_jobs(*resolved.n_jobs);
+  // The backend is checked even when it will not run, so a typo never
+  // passes unnoticed on a one-CPU machine.
+  if (!is_registered_backend(resolved.backend)) (void)make_backend(resolved.backend, {});
+  if (*resolved.n_jobs == 1) resolved.backend = "sequential";
+  if (resolved.batch_size && *resolved.batch_size == 0)
+    throw invalid_argument("batch_size must be at least 1, got 0 (leave it unset for automatic batching)");
+  if (resolved.chunk_size && *resolved.chunk_size == 0)
+    throw invalid_argument("chunk_size must be at least 1, got 0 (leave it unset for automatic chunks)");
+  if (resolved.target_batch_duration.count() <= 0)
+    throw invalid_argument(
+        fmt::format("target_batch_duration must be positive, got {} us", resolved.target_batch_duration.count()));
+  return resolved;
+}
+
+}  // namespace xjob
