@@ -149,8 +149,9 @@ class parallel {
   // Calls f(in, out) on chunks of `input` cut along `how.axis`, `in` a
   // read-only chunk and `out` the matching chunk of a new zero-initialised
   // shared_array of input's shape and element type, which is returned. Row-
-  // major arrays cut along axis 0 give f contiguous xtensor adaptors;
-  // anything else, strided views. Throws xjob::invalid_argument for a bad
+  // major arrays cut along axis 0 give f xtensor adaptors over the arrays'
+  // own memory (no copy); other axes or strided arrays give f dense copies
+  // of each chunk, written back after f returns. Throws xjob::invalid_argument for a bad
   // axis or a chunk size of 0, xjob::task_error if f throws.
   //   auto y = par.map_chunks(x, [](auto const& in, auto&& out) { out = xt::sqrt(in) * 2.0 + 1.0; });
   template <class Input, class F>
@@ -265,10 +266,27 @@ class parallel {
           out_first, out_shape, clear_output);
       run_chunks(plan, ins, outs, f);
     } else {
-      if (clear_output) std::fill(out.begin(), out.end(), std::remove_cvref_t<decltype(*out.begin())>{});
-      detail::strided_slabs<In const&> ins(in, how.axis);
-      detail::strided_slabs<Out&> outs(out, how.axis);
-      run_chunks(plan, ins, outs, f);
+      static_assert(detail::has_strided_data<std::remove_reference_t<In> const> &&
+                        detail::has_strided_data<std::remove_reference_t<Out>>,
+                    "map_chunks needs arrays with memory (an xtensor container, adaptor or strided view, or a "
+                    "shared_array); evaluate a lazy expression into a container first");
+      auto const* in_first = detail::first_element(in);
+      auto* out_first = detail::first_element(out);
+      using in_value = std::remove_const_t<std::remove_pointer_t<decltype(in_first)>>;
+      using out_value = std::remove_pointer_t<decltype(out_first)>;
+      if (clear_output) std::fill(out.begin(), out.end(), out_value{});
+      detail::copied_slabs<in_value const, detail::dense_chunk_t<In, in_value>> ins(in_first, in_shape, in.strides(),
+                                                                                   how.axis);
+      detail::copied_slabs<out_value, detail::dense_chunk_t<Out, out_value>> outs(out_first, out_shape,
+                                                                                  out.strides(), how.axis);
+      detail::task_loop loop([&](std::size_t i) {
+        chunk const c = plan[i];
+        auto const in_chunk = ins.take(c.begin, c.end);
+        auto out_chunk = outs.take(c.begin, c.end);
+        f(in_chunk, out_chunk);
+        outs.put(c.begin, out_chunk);
+      });
+      run(loop, plan.size());
     }
   }
 

@@ -12,7 +12,8 @@
 
 #include <xtensor/xadapt.hpp>
 #include <xtensor/xshape.hpp>
-#include <xtensor/xstrided_view.hpp>
+#include <xtensor/xarray.hpp>
+#include <xtensor/xtensor.hpp>
 #include <xtensor/xutils.hpp>
 
 namespace xjob::detail {
@@ -90,28 +91,68 @@ class contiguous_slabs {
   bool clear_first_;
 };
 
-[[nodiscard]] inline xt::xstrided_slice_vector slab_slices(std::size_t axis, std::size_t begin, std::size_t end) {
-  xt::xstrided_slice_vector slices;
-  for (std::size_t d = 0; d < axis; ++d) slices.push_back(xt::all());
-  slices.push_back(xt::range(begin, end));
-  slices.push_back(xt::ellipsis());
-  return slices;
+// Copies between a strided block and a dense row-major one, dimension by
+// dimension. Plain pointer arithmetic on purpose: xtensor 0.24 assigns
+// between non-contiguous strided views with equal strides as if they were
+// contiguous (has_linear_assign compares strides only), which scrambles
+// chunks cut along an inner axis.
+template <class From, class To>
+void copy_strided(From* from, std::ptrdiff_t const* from_strides, To* to, std::ptrdiff_t const* to_strides,
+                  std::size_t const* shape, std::size_t rank) {
+  if (rank == 0) {
+    *to = *from;
+    return;
+  }
+  if (rank == 1) {
+    for (std::size_t i = 0; i < shape[0]; ++i) to[static_cast<std::ptrdiff_t>(i) * to_strides[0]] =
+        from[static_cast<std::ptrdiff_t>(i) * from_strides[0]];
+    return;
+  }
+  for (std::size_t i = 0; i < shape[0]; ++i)
+    copy_strided(from + static_cast<std::ptrdiff_t>(i) * from_strides[0], from_strides + 1,
+                 to + static_cast<std::ptrdiff_t>(i) * to_strides[0], to_strides + 1, shape + 1, rank - 1);
 }
 
-// Slabs along any axis of any xtensor expression, as strided views. `E` is
-// a reference type (const for inputs) or an owned adaptor.
-template <class E>
-class strided_slabs {
+// Slabs along any axis of any array with memory, handed out as dense
+// copies (`Container`, an xtensor or xarray) and written back by put().
+template <class Element, class Container>
+class copied_slabs {
  public:
-  strided_slabs(E expression, std::size_t axis) : expression_(std::forward<E>(expression)), axis_(axis) {}
+  template <class Shape, class Strides>
+  copied_slabs(Element* data, Shape const& shape, Strides const& strides, std::size_t axis)
+      : data_(data), axis_(axis) {
+    shape_.assign(shape.begin(), shape.end());
+    strides_.assign(strides.begin(), strides.end());
+  }
 
-  [[nodiscard]] auto take(std::size_t begin, std::size_t end) {
-    return xt::strided_view(expression_, slab_slices(axis_, begin, end));
+  [[nodiscard]] Container take(std::size_t begin, std::size_t end) const {
+    auto shape = xtl::make_sequence<typename Container::shape_type>(shape_.size(), 0);
+    std::copy(shape_.begin(), shape_.end(), shape.begin());
+    shape[axis_] = end - begin;
+    Container dense(shape);
+    copy_strided(first(begin), strides_.data(), dense.data(), dense.strides().data(), shape.data(), shape.size());
+    return dense;
+  }
+
+  void put(std::size_t begin, Container const& dense) const {
+    copy_strided(dense.data(), dense.strides().data(), first(begin), strides_.data(), dense.shape().data(),
+                 dense.shape().size());
   }
 
  private:
-  E expression_;
+  [[nodiscard]] Element* first(std::size_t begin) const {
+    return data_ + static_cast<std::ptrdiff_t>(begin) * strides_[axis_];
+  }
+
+  Element* data_;
   std::size_t axis_;
+  xt::dynamic_shape<std::size_t> shape_;
+  xt::dynamic_shape<std::ptrdiff_t> strides_;
 };
+
+// The dense container a copied chunk of E becomes.
+template <class E, class Element>
+using dense_chunk_t = std::conditional_t<xt::get_rank<std::decay_t<E>>::value == SIZE_MAX, xt::xarray<Element>,
+                                         xt::xtensor<Element, xt::get_rank<std::decay_t<E>>::value>>;
 
 }  // namespace xjob::detail

@@ -1,0 +1,88 @@
+#include <xjob/backend.hpp>
+
+#include <algorithm>
+#include <thread>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include "test_support.hpp"
+#include <xjob/errors.hpp>
+#include <xjob/parallel.hpp>
+
+namespace {
+// A backend of plain std::threads, one per worker: what a user plugs in.
+class std_thread_backend final : public xjob::backend {
+ public:
+  void run(xjob::batch_call& call) override {
+    std::vector<std::jthread> threads;
+    for (int w = 1; w < call.worker_count(); ++w) threads.emplace_back([&call, w] { call.work(w); });
+    call.work(0);
+  }
+};
+}  // namespace
+
+TEST_CASE("the built-in backends are registered") {
+  auto const names = xjob::registered_backends();
+  REQUIRE(std::find(names.begin(), names.end(), "sequential") != names.end());
+  REQUIRE(std::find(names.begin(), names.end(), "threads") != names.end());
+  REQUIRE(std::is_sorted(names.begin(), names.end()));
+  REQUIRE(xjob::is_registered_backend("threads"));
+  REQUIRE_FALSE(xjob::is_registered_backend("nope"));
+}
+
+TEST_CASE("a user's backend plugs in by name and runs calls") {
+  int made_with = 0;
+  xjob::register_backend("std_threads", [&made_with](xjob::backend_settings const& s) {
+    made_with = s.n_jobs;
+    return std::make_unique<std_thread_backend>();
+  });
+  xjob::parallel par({.n_jobs = 3, .backend = "std_threads"});
+  REQUIRE(made_with == 3);
+  REQUIRE(par.backend_name() == "std_threads");
+  auto const squares = par.map([](int i) { return i * i; }, std::views::iota(0, 1000));
+  for (int i = 0; i < 1000; ++i) REQUIRE(squares[static_cast<std::size_t>(i)] == i * i);
+}
+
+TEST_CASE("registering again replaces the factory") {
+  int version = 0;
+  xjob::register_backend("replaceable", [&version](xjob::backend_settings const&) {
+    version = 1;
+    return std::make_unique<std_thread_backend>();
+  });
+  xjob::register_backend("replaceable", [&version](xjob::backend_settings const&) {
+    version = 2;
+    return std::make_unique<std_thread_backend>();
+  });
+  (void)xjob::make_backend("replaceable", {.n_jobs = 2});
+  REQUIRE(version == 2);
+}
+
+TEST_CASE("bad registrations and unknown names are errors") {
+  XJOB_REQUIRE_THROWS_WITH_TEXT(xjob::register_backend("", [](auto const&) { return nullptr; }),
+                                xjob::invalid_argument, "empty");
+  XJOB_REQUIRE_THROWS_WITH_TEXT(xjob::register_backend("x", nullptr), xjob::invalid_argument, "backend 'x'");
+  XJOB_REQUIRE_THROWS_WITH_TEXT((void)xjob::make_backend("missing", {}), xjob::invalid_argument,
+                                "unknown backend 'missing'; registered backends: ");
+  xjob::register_backend("null_factory", [](auto const&) { return std::unique_ptr<xjob::backend>(); });
+  XJOB_REQUIRE_THROWS_WITH_TEXT((void)xjob::make_backend("null_factory", {}), xjob::invalid_argument,
+                                "returned no backend");
+}
+
+TEST_CASE("the threads backend really runs n_jobs workers at once, even above the CPU count") {
+  // Each task waits until all have started. Only if every worker runs at
+  // the same time does each task see the full count before giving up.
+  int const workers = static_cast<int>(std::thread::hardware_concurrency()) + 2;
+  std::atomic<int> started{0};
+  std::atomic<int> saw_everyone{0};
+  xjob::parallel par({.n_jobs = workers, .backend = "threads", .batch_size = 1});
+  par.map(
+      [&](int) {
+        started.fetch_add(1);
+        auto const give_up = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+        while (started.load() < workers && std::chrono::steady_clock::now() < give_up) std::this_thread::yield();
+        if (started.load() >= workers) saw_everyone.fetch_add(1);
+      },
+      std::views::iota(0, workers));
+  REQUIRE(saw_everyone.load() == workers);
+}

@@ -1,0 +1,88 @@
+// Helpers shared by the tests: temporary folders, captured stderr, and a
+// check that an expression throws a given type whose message holds a text.
+#pragma once
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <string>
+
+namespace xjob::testing {
+
+// A fresh folder under TEST_TMPDIR (or /tmp), removed on destruction.
+class temp_dir {
+ public:
+  temp_dir() {
+    char const* base = std::getenv("TEST_TMPDIR");
+    std::string pattern = std::string(base != nullptr ? base : "/tmp") + "/xjob-test-XXXXXX";
+    if (mkdtemp(pattern.data()) == nullptr) std::abort();
+    path_ = pattern;
+  }
+  ~temp_dir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  temp_dir(temp_dir const&) = delete;
+  temp_dir& operator=(temp_dir const&) = delete;
+  [[nodiscard]] std::filesystem::path const& path() const { return path_; }
+  [[nodiscard]] std::filesystem::path operator/(std::string const& name) const { return path_ / name; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+// Redirects stderr to a file for its lifetime; text() reads what was written.
+class captured_stderr {
+ public:
+  captured_stderr() : file_(std::tmpfile()) {
+    std::fflush(stderr);
+    saved_ = dup(fileno(stderr));
+    dup2(fileno(file_), fileno(stderr));
+  }
+  ~captured_stderr() { restore(); }
+  captured_stderr(captured_stderr const&) = delete;
+  captured_stderr& operator=(captured_stderr const&) = delete;
+
+  std::string text() {
+    restore();
+    std::rewind(file_);
+    std::string out;
+    char buffer[4096];
+    while (std::size_t n = std::fread(buffer, 1, sizeof buffer, file_)) out.append(buffer, n);
+    return out;
+  }
+
+ private:
+  void restore() {
+    if (saved_ < 0) return;
+    std::fflush(stderr);
+    dup2(saved_, fileno(stderr));
+    close(saved_);
+    saved_ = -1;
+  }
+  std::FILE* file_;
+  int saved_ = -1;
+};
+
+// Number of open file descriptors of this process.
+inline std::size_t open_descriptor_count() {
+  std::size_t count = 0;
+  for ([[maybe_unused]] auto const& entry : std::filesystem::directory_iterator("/proc/self/fd")) ++count;
+  return count;
+}
+
+}  // namespace xjob::testing
+
+// The expression throws `type` and its what() contains `text` (the
+// expression is evaluated twice).
+#define XJOB_REQUIRE_THROWS_WITH_TEXT(expression, type, text) \
+  do {                                                        \
+    REQUIRE_THROWS_AS(expression, type);                      \
+    REQUIRE_THROWS_WITH(expression, Catch::Contains(text));   \
+  } while (false)
