@@ -23,21 +23,23 @@ batch_call::~batch_call() = default;
 
 batch_range batch_call::next_batch(batch_cursor& cursor) noexcept {
   if (stopped()) return {};
-  std::size_t size = 0;
   if (settings_.batch_size) {
-    size = *settings_.batch_size;
-  } else {
-    std::size_t const taken = next_.load(std::memory_order_relaxed);
-    if (taken >= task_count_) return {};
-    // Guided cap: no batch takes more than half of a fair share of what is
-    // left, so the last batches are small and workers finish together.
-    std::size_t const fair_half = (task_count_ - taken) / (2 * static_cast<std::size_t>(settings_.workers));
-    size = std::clamp<std::size_t>(fair_half, 1, std::max<std::size_t>(cursor.batch_size, 1));
-    cursor.started = clock_type::now();
+    std::size_t const begin = next_.fetch_add(*settings_.batch_size, std::memory_order_relaxed);
+    if (begin >= task_count_) return {};
+    return {begin, std::min(begin + *settings_.batch_size, task_count_)};
   }
-  std::size_t const begin = next_.fetch_add(size, std::memory_order_relaxed);
-  if (begin >= task_count_) return {};
-  return {begin, std::min(begin + size, task_count_)};
+  // Guided cap: no batch takes more than half of a fair share of what is
+  // left, so the last batches are small and workers finish together. The
+  // cap is computed from the exact start (compare-exchange), not a stale one.
+  std::size_t const workers = static_cast<std::size_t>(settings_.workers);
+  std::size_t begin = next_.load(std::memory_order_relaxed);
+  std::size_t size = 0;
+  do {
+    if (begin >= task_count_) return {};
+    size = std::clamp<std::size_t>((task_count_ - begin) / (2 * workers), 1, std::max<std::size_t>(cursor.batch_size, 1));
+  } while (!next_.compare_exchange_weak(begin, begin + size, std::memory_order_relaxed));
+  cursor.started = clock_type::now();
+  return {begin, begin + size};
 }
 
 std::size_t batch_call::run_batch(batch_range batch) noexcept {

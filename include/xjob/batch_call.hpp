@@ -47,14 +47,14 @@ class batch_call {
  public:
   struct settings {
     int workers = 1;
-    std::optional<std::size_t> batch_size;  // unset: automatic
+    std::optional<std::size_t> batch_size = std::nullopt;  // unset: automatic
     std::chrono::nanoseconds target_batch_duration = std::chrono::microseconds(200);
     int verbose = 0;
-    std::string verbose_name;  // e.g. "parallel(n_jobs=2)"
-    std::function<void(progress const&)> on_progress;
+    std::string verbose_name = {};  // e.g. "parallel(n_jobs=2)"
+    std::function<void(progress const&)> on_progress = {};
     // Told of each finished batch (after its results are in place), for
     // result generators. Called concurrently from workers.
-    std::function<void(batch_range)> on_batch_done;
+    std::function<void(batch_range)> on_batch_done = {};
   };
 
   batch_call(detail::task_runner& runner, std::size_t task_count, settings options);

@@ -160,11 +160,10 @@ class ordered_results {
       return *this;
     }
     void operator++(int) { ++*this; }
-    friend bool operator==(iterator const& it, std::default_sentinel_t) noexcept {
-      return it.owner_->state_->slots().size() <= it.index_;
-    }
+    friend bool operator==(iterator const& it, std::default_sentinel_t) noexcept { return it.at_end(); }
 
    private:
+    [[nodiscard]] bool at_end() const noexcept { return owner_->state_->slots().size() <= index_; }
     friend class ordered_results;
     explicit iterator(ordered_results* owner) : owner_(owner) {}
     ordered_results* owner_ = nullptr;
@@ -207,11 +206,10 @@ class unordered_results {
       return *this;
     }
     void operator++(int) { ++*this; }
-    friend bool operator==(iterator const& it, std::default_sentinel_t) noexcept {
-      return !it.owner_->current_.has_value();
-    }
+    friend bool operator==(iterator const& it, std::default_sentinel_t) noexcept { return it.at_end(); }
 
    private:
+    [[nodiscard]] bool at_end() const noexcept { return !owner_->current_.has_value(); }
     friend class unordered_results;
     explicit iterator(unordered_results* owner) : owner_(owner) {}
     unordered_results* owner_ = nullptr;

@@ -1,0 +1,140 @@
+// map_chunks beyond the conformance suite: shape-changing outputs, caller
+// containers, .npy outputs, strided inputs, bad shapes, recycled memory.
+#include <xjob/parallel.hpp>
+
+#include <filesystem>
+
+#include <catch2/catch.hpp>
+#include <xtensor/xarray.hpp>
+#include <xtensor/xmath.hpp>
+#include <xtensor/xreducer.hpp>
+#include <xtensor/xtensor.hpp>
+#include <xtensor/xview.hpp>
+
+#include "test_support.hpp"
+#include <xjob/errors.hpp>
+
+namespace {
+xt::xtensor<double, 2> rows(std::size_t n, std::size_t m) {
+  xt::xtensor<double, 2> x = xt::zeros<double>({n, m});
+  for (std::size_t i = 0; i < n; ++i)
+    for (std::size_t j = 0; j < m; ++j) x(i, j) = static_cast<double>(i * m + j);
+  return x;
+}
+}  // namespace
+
+TEST_CASE("each row reduces to one value in a caller's xtensor") {
+  xjob::parallel par({.n_jobs = 2, .backend = "threads"});
+  auto const x = rows(1003, 16);
+  xt::xtensor<double, 1> sums = xt::zeros<double>({1003});
+  par.map_chunks(x, [](auto const& in, auto&& out) { out = xt::sum(in, {1}); }, sums, xjob::chunking{.size = 37});
+  REQUIRE((sums == xt::sum(x, {1})));
+}
+
+TEST_CASE("a chunk may grow: each row doubled into a wider shared_array") {
+  xjob::parallel par({.n_jobs = 2, .backend = "threads"});
+  auto const x = rows(100, 4);
+  xjob::shared_array<double> wide({100, 8});
+  par.map_chunks(
+      x,
+      [](auto const& in, auto&& out) {
+        xt::view(out, xt::all(), xt::range(0, 4)) = in;
+        xt::view(out, xt::all(), xt::range(4, 8)) = in * 10.0;
+      },
+      wide);
+  auto const v = wide.view<2>();
+  REQUIRE(v(57, 2) == x(57, 2));
+  REQUIRE(v(57, 6) == x(57, 2) * 10.0);
+}
+
+TEST_CASE("a shape mismatch along the axis names both shapes") {
+  xjob::parallel par({.n_jobs = 2});
+  auto const x = rows(12, 3);
+  xt::xtensor<double, 2> out = xt::zeros<double>({10, 3});
+  XJOB_REQUIRE_THROWS_WITH_TEXT(par.map_chunks(x, [](auto const& in, auto&& o) { o = in; }, out),
+                                xjob::invalid_argument,
+                                "output shape (10, 3) does not match input shape (12, 3) along axis 0");
+}
+
+TEST_CASE("an axis beyond the rank and a chunk size of 0 are errors naming the value") {
+  xjob::parallel par({.n_jobs = 2});
+  auto const x = rows(12, 3);
+  XJOB_REQUIRE_THROWS_WITH_TEXT(
+      (void)par.map_chunks(x, [](auto const& in, auto&& o) { o = in; }, xjob::chunking{.axis = 2}),
+      xjob::invalid_argument, "axis 2 is out of range for an input of shape (12, 3)");
+  XJOB_REQUIRE_THROWS_WITH_TEXT(
+      (void)par.map_chunks(x, [](auto const& in, auto&& o) { o = in; }, xjob::chunking{.size = 0}),
+      xjob::invalid_argument, "chunk size must be at least 1, got 0");
+}
+
+TEST_CASE("the chunk size option applies to every map_chunks call") {
+  xjob::parallel par({.n_jobs = 2, .backend = "threads", .chunk_size = 5});
+  auto const x = rows(23, 2);
+  std::atomic<int> chunks{0};
+  std::atomic<bool> too_big{false};
+  (void)par.map_chunks(x, [&](auto const& in, auto&&) {
+    ++chunks;
+    if (in.shape()[0] > 5) too_big = true;
+  });
+  REQUIRE(chunks.load() == 5);
+  REQUIRE_FALSE(too_big.load());
+}
+
+TEST_CASE("a .npy output is committed when the call succeeds, and not when it fails") {
+  xjob::testing::temp_dir dir;
+  xjob::parallel par({.n_jobs = 2, .backend = "threads"});
+  auto const x = rows(64, 3);
+  SECTION("success") {
+    auto f = xjob::shared_array<double>::create_npy(dir / "out.npy", {64, 3});
+    REQUIRE_FALSE(std::filesystem::exists(dir / "out.npy"));
+    par.map_chunks(x, [](auto const& in, auto&& out) { out = in * 3.0; }, f);
+    REQUIRE(std::filesystem::exists(dir / "out.npy"));
+    auto const back = xjob::shared_array<double const>::open_npy(dir / "out.npy");
+    REQUIRE((back.view() == x * 3.0));
+  }
+  SECTION("failure leaves nothing that looks complete") {
+    {
+      auto f = xjob::shared_array<double>::create_npy(dir / "out.npy", {64, 3});
+      REQUIRE_THROWS_AS(par.map_chunks(
+                            x,
+                            [](auto const& in, auto&& out) {
+                              if (in(0, 0) > 30.0) throw std::runtime_error("disk gremlin");
+                              out = in;
+                            },
+                            f, xjob::chunking{.size = 4}),
+                        xjob::task_error);
+      REQUIRE_FALSE(f.committed());
+    }
+    REQUIRE(std::filesystem::is_empty(dir.path()));  // the partial file is gone too
+  }
+}
+
+TEST_CASE("inputs may be shared_arrays, so maps chain without copies") {
+  xjob::parallel par({.n_jobs = 2, .backend = "threads"});
+  auto const x = rows(50, 5);
+  auto const doubled = par.map_chunks(x, [](auto const& in, auto&& out) { out = in * 2.0; });
+  auto const plus_one = par.map_chunks(doubled, [](auto const& in, auto&& out) { out = in + 1.0; });
+  REQUIRE((plus_one.view() == x * 2.0 + 1.0));
+}
+
+TEST_CASE("strided inputs and outputs are chunked correctly") {
+  xjob::parallel par({.n_jobs = 3, .backend = "threads"});
+  auto const x = rows(40, 6);
+  auto const every_other_row = xt::strided_view(x, {xt::range(0, 40, 2), xt::all()});
+  xt::xtensor<double, 2, xt::layout_type::column_major> out = xt::zeros<double>({20, 6});
+  par.map_chunks(every_other_row, [](auto const& in, auto&& o) { o = in + 0.5; }, out, xjob::chunking{.size = 3});
+  for (std::size_t i = 0; i < 20; ++i)
+    for (std::size_t j = 0; j < 6; ++j) REQUIRE(out(i, j) == x(2 * i, j) + 0.5);
+}
+
+TEST_CASE("a fresh output reads as zeros where f does not write, even from recycled memory") {
+  xjob::parallel par({.n_jobs = 2, .backend = "threads"});
+  std::size_t const n = std::size_t(1) << 18;  // 2 MiB of doubles: large enough to be recycled
+  {
+    xjob::shared_array<double> dirty({n});
+    for (double& v : dirty) v = 7.0;
+  }
+  xt::xtensor<double, 1> const x = xt::ones<double>({n});
+  auto const y = par.map_chunks(x, [](auto const&, auto&&) {});
+  for (double v : y) REQUIRE(v == 0.0);
+}

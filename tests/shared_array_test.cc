@@ -1,0 +1,315 @@
+#include <xjob/shared_array.hpp>
+
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <complex>
+#include <csignal>
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <system_error>
+
+#include <catch2/catch.hpp>
+#include <xtensor/xtensor.hpp>
+
+#include "test_support.hpp"
+#include <xjob/errors.hpp>
+
+namespace {
+
+using xjob::testing::temp_dir;
+
+// Runs a Python program with Debian's interpreter (which has python3-numpy)
+// and returns what it printed.
+std::string run_python(std::string const& program) {
+  temp_dir dir;
+  {
+    std::ofstream(dir / "check.py") << program;
+  }
+  std::string const command = "/usr/bin/python3 " + (dir / "check.py").string() + " 2>&1";
+  std::FILE* pipe = popen(command.c_str(), "r");
+  REQUIRE(pipe != nullptr);
+  std::string out;
+  char buffer[512];
+  while (std::size_t n = std::fread(buffer, 1, sizeof buffer, pipe)) out.append(buffer, n);
+  int const status = pclose(pipe);
+  INFO(out);
+  REQUIRE(status == 0);
+  return out;
+}
+
+// Runs `body` in a child process; returns its exit status.
+template <class Body>
+int in_child(Body body) {
+  std::fflush(nullptr);
+  pid_t const pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) _exit(body());
+  int status = 0;
+  REQUIRE(waitpid(pid, &status, 0) == pid);
+  REQUIRE(WIFEXITED(status));
+  return WEXITSTATUS(status);
+}
+
+}  // namespace
+
+TEST_CASE("anonymous arrays are zero-filled, shaped, and writable through their view") {
+  xjob::shared_array<double> a({3, 4});
+  REQUIRE(a.shape() == std::vector<std::size_t>{3, 4});
+  REQUIRE(a.size() == 12);
+  REQUIRE(a.bytes() == 96);
+  REQUIRE(a.dimension() == 2);
+  for (double v : a) REQUIRE(v == 0.0);
+  auto v = a.view();
+  v(2, 3) = 5.0;
+  REQUIRE(a.data()[11] == 5.0);
+  auto fixed = a.view<2>();
+  REQUIRE(fixed(2, 3) == 5.0);
+  XJOB_REQUIRE_THROWS_WITH_TEXT((void)a.view<3>(), xjob::invalid_argument, "rank 2, not the rank 3");
+  REQUIRE_FALSE(a.is_file_backed());
+  REQUIRE(a.path().empty());
+}
+
+TEST_CASE("arrays are move-only and moves keep the memory") {
+  static_assert(!std::is_copy_constructible_v<xjob::shared_array<float>>);
+  static_assert(std::is_nothrow_move_constructible_v<xjob::shared_array<float>>);
+  xjob::shared_array<float> a({100});
+  a.data()[7] = 3.0f;
+  float* const memory = a.data();
+  xjob::shared_array<float> b = std::move(a);
+  REQUIRE(b.data() == memory);
+  REQUIRE(b.data()[7] == 3.0f);
+  xjob::shared_array<float> c;
+  REQUIRE(c.size() == 0);
+  c = std::move(b);
+  REQUIRE(c.data()[7] == 3.0f);
+}
+
+TEST_CASE("memory is shared with forked children, both ways") {
+  xjob::shared_array<std::int64_t> counter({1});
+  int const status = in_child([&counter] {
+    counter.data()[0] = 42;
+    return 0;
+  });
+  REQUIRE(status == 0);
+  REQUIRE(counter.data()[0] == 42);
+}
+
+TEST_CASE("a byte count that overflows is an error naming the shape") {
+  std::size_t const huge = std::size_t(1) << 62;
+  XJOB_REQUIRE_THROWS_WITH_TEXT(xjob::shared_array<double>({huge, 8}), xjob::invalid_argument,
+                                "shape (4611686018427387904, 8) is too large");
+}
+
+TEST_CASE("freed large arrays are recycled; uninitialized ones may keep old contents, zeroed ones never") {
+  xjob::trim_shared_memory_cache();
+  std::size_t const n = std::size_t(1) << 18;  // 2 MiB
+  double* first = nullptr;
+  {
+    xjob::shared_array<double> a({n});
+    first = a.data();
+    for (double& v : a) v = 9.0;
+  }
+  REQUIRE(xjob::shared_memory_cache_bytes() >= n * sizeof(double));
+  {
+    xjob::shared_array<double> zeroed({n});
+    REQUIRE(zeroed.data() == first);  // the same mapping again
+    for (double v : zeroed) REQUIRE(v == 0.0);
+    for (double& v : zeroed) v = 9.0;
+  }
+  {
+    xjob::shared_array<double> reused({n}, xjob::uninitialized);
+    REQUIRE(reused.data() == first);
+  }
+  xjob::trim_shared_memory_cache();
+  REQUIRE(xjob::shared_memory_cache_bytes() == 0);
+}
+
+TEST_CASE("create_npy makes the file visible only when committed") {
+  temp_dir dir;
+  auto const path = dir / "out.npy";
+  {
+    auto f = xjob::shared_array<std::int32_t>::create_npy(path, {5, 2});
+    REQUIRE(f.is_file_backed());
+    REQUIRE_FALSE(f.committed());
+    REQUIRE(f.path() == path);
+    REQUIRE_FALSE(std::filesystem::exists(path));
+    // Only a temporary beside it, named so it cannot be mistaken for a result.
+    std::size_t partials = 0;
+    for (auto const& e : std::filesystem::directory_iterator(dir.path())) {
+      REQUIRE(e.path().filename().string().ends_with(".partial"));
+      ++partials;
+    }
+    REQUIRE(partials == 1);
+    for (std::int32_t v : f) REQUIRE(v == 0);
+    f.commit();
+    f.commit();  // idempotent
+    REQUIRE(std::filesystem::exists(path));
+  }
+  REQUIRE(std::filesystem::exists(path));  // committed files stay
+}
+
+TEST_CASE("an uncommitted file is deleted with its array") {
+  temp_dir dir;
+  { auto f = xjob::shared_array<double>::create_npy(dir / "never.npy", {10}); }
+  REQUIRE(std::filesystem::is_empty(dir.path()));
+}
+
+TEST_CASE("NumPy reads what xjob writes, memory-mapped") {
+  temp_dir dir;
+  {
+    auto f = xjob::shared_array<double>::create_npy(dir / "f8.npy", {1000, 3});
+    auto v = f.view<2>();
+    for (std::size_t i = 0; i < 1000; ++i)
+      for (std::size_t j = 0; j < 3; ++j) v(i, j) = static_cast<double>(i) * 0.5 + static_cast<double>(j);
+    f.commit();
+    auto g = xjob::shared_array<std::int32_t>::create_npy(dir / "i4.npy", {7});
+    for (std::size_t i = 0; i < 7; ++i) g.data()[i] = -static_cast<std::int32_t>(i);
+    g.commit();
+    auto b = xjob::shared_array<bool>::create_npy(dir / "b1.npy", {4});
+    b.data()[2] = true;
+    b.commit();
+    auto c = xjob::shared_array<std::complex<float>>::create_npy(dir / "c8.npy", {2, 1, 2});
+    c.data()[3] = {1.5f, -2.0f};
+    c.commit();
+  }
+  std::string const out = run_python("import numpy as np\n"
+                                     "d = '" + dir.path().string() + "'\n"
+                                     "f = np.load(d + '/f8.npy', mmap_mode='r')\n"
+                                     "assert f.dtype == np.float64 and f.shape == (1000, 3), (f.dtype, f.shape)\n"
+                                     "assert f[999, 2] == 999 * 0.5 + 2 and f[10, 1] == 6.0\n"
+                                     "g = np.load(d + '/i4.npy', mmap_mode='r')\n"
+                                     "assert g.dtype == np.int32 and list(g) == [0, -1, -2, -3, -4, -5, -6]\n"
+                                     "b = np.load(d + '/b1.npy')\n"
+                                     "assert b.dtype == np.bool_ and list(b) == [False, False, True, False]\n"
+                                     "c = np.load(d + '/c8.npy')\n"
+                                     "assert c.dtype == np.complex64 and c.shape == (2, 1, 2) and c[1, 0, 1] == 1.5-2j\n"
+                                     "print('numpy agrees')\n");
+  REQUIRE(out.find("numpy agrees") != std::string::npos);
+}
+
+TEST_CASE("xjob maps what NumPy writes, read-only or read-write") {
+  temp_dir dir;
+  run_python("import numpy as np\n"
+             "d = '" + dir.path().string() + "'\n"
+             "np.save(d + '/a.npy', np.arange(24, dtype=np.float32).reshape(2, 3, 4))\n"
+             "np.save(d + '/big_header.npy', np.zeros((1,) * 30, dtype=np.uint8))\n"
+             "np.save(d + '/fortran.npy', np.asfortranarray(np.ones((3, 2))))\n");
+  auto const a = xjob::shared_array<float const>::open_npy(dir / "a.npy");
+  REQUIRE(a.shape() == std::vector<std::size_t>{2, 3, 4});
+  REQUIRE(a.view()(1, 2, 3) == 23.0f);
+  static_assert(std::is_same_v<decltype(a.data()), float const*>);
+
+  auto const many = xjob::shared_array<std::uint8_t const>::open_npy(dir / "big_header.npy");
+  REQUIRE(many.dimension() == 30);
+
+  {
+    auto rw = xjob::shared_array<float>::open_npy(dir / "a.npy");
+    rw.view()(0, 0, 0) = 100.0f;
+  }
+  std::string const out = run_python("import numpy as np\n"
+                                     "a = np.load('" + (dir / "a.npy").string() + "')\n"
+                                     "assert a[0, 0, 0] == 100.0 and a[1, 2, 3] == 23.0\n"
+                                     "print('written through')\n");
+  REQUIRE(out.find("written through") != std::string::npos);
+
+  XJOB_REQUIRE_THROWS_WITH_TEXT((void)xjob::shared_array<double>::open_npy(dir / "fortran.npy"), xjob::npy_error,
+                                "Fortran-ordered");
+  XJOB_REQUIRE_THROWS_WITH_TEXT((void)xjob::shared_array<double>::open_npy(dir / "a.npy"), xjob::npy_error,
+                                "dtype '<f4' does not match the array's element type ('<f8')");
+}
+
+TEST_CASE("missing, empty, malformed and truncated files are npy_errors naming the file") {
+  temp_dir dir;
+  auto const missing = dir / "missing.npy";
+  try {
+    (void)xjob::shared_array<double>::open_npy(missing);
+    FAIL("no exception");
+  } catch (xjob::npy_error const& e) {
+    REQUIRE(e.path() == missing);
+    REQUIRE(e.code() == std::errc::no_such_file_or_directory);
+    REQUIRE(std::string(e.what()).find(missing.string()) != std::string::npos);
+  }
+  { std::ofstream(dir / "empty.npy"); }
+  XJOB_REQUIRE_THROWS_WITH_TEXT((void)xjob::shared_array<double>::open_npy(dir / "empty.npy"), xjob::npy_error,
+                                "empty");
+  { std::ofstream(dir / "text.npy") << "hello, this is not numpy"; }
+  XJOB_REQUIRE_THROWS_WITH_TEXT((void)xjob::shared_array<double>::open_npy(dir / "text.npy"), xjob::npy_error,
+                                "not a .npy file");
+  {
+    auto f = xjob::shared_array<double>::create_npy(dir / "cut.npy", {100});
+    f.commit();
+  }
+  std::filesystem::resize_file(dir / "cut.npy", 64 + 8 * 50);
+  XJOB_REQUIRE_THROWS_WITH_TEXT((void)xjob::shared_array<double>::open_npy(dir / "cut.npy"), xjob::npy_error,
+                                "the file is truncated");
+  if (geteuid() != 0) {
+    std::filesystem::permissions(dir / "cut.npy", std::filesystem::perms::none);
+    XJOB_REQUIRE_THROWS_WITH_TEXT((void)xjob::shared_array<double>::open_npy(dir / "cut.npy"), xjob::npy_error,
+                                  "Permission denied");
+  }
+}
+
+TEST_CASE("a full filesystem is an exception when the array is made, never a SIGBUS later") {
+  temp_dir dir;
+  auto const small = dir / "small";
+  std::filesystem::create_directory(small);
+  // A real full tmpfs (what a small /dev/shm is), in a private mount
+  // namespace so nothing outside the child sees it. Exit 77: not permitted.
+  int const status = in_child([&small] {
+    if (unshare(CLONE_NEWNS) != 0 || mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+        mount("tmpfs", small.c_str(), "tmpfs", 0, "size=1m") != 0)
+      return 77;
+    try {
+      auto f = xjob::shared_array<double>::create_npy(small / "big.npy", {std::size_t(1) << 18});  // 2 MiB
+      return 1;
+    } catch (std::system_error const& e) {
+      std::string const what = e.what();
+      bool const named = what.find("cannot reserve") != std::string::npos &&
+                         what.find((small / "big.npy").string()) != std::string::npos;
+      if (e.code() != std::errc::no_space_on_device || !named) return 2;
+    }
+    return std::filesystem::is_empty(small) ? 0 : 3;  // no partial file left behind
+  });
+  if (status == 77) {
+    WARN("cannot mount a tmpfs here; checking the reservation with a file size limit instead");
+    int const limited = in_child([&small] {
+      std::signal(SIGXFSZ, SIG_IGN);
+      rlimit const limit{1 << 20, 1 << 20};
+      if (setrlimit(RLIMIT_FSIZE, &limit) != 0) return 4;
+      try {
+        auto f = xjob::shared_array<double>::create_npy(small / "big.npy", {std::size_t(1) << 18});
+        return 1;
+      } catch (std::system_error const& e) {
+        if (e.code() != std::errc::file_too_large) return 2;
+      }
+      return std::filesystem::is_empty(small) ? 0 : 3;
+    });
+    REQUIRE(limited == 0);
+  } else {
+    REQUIRE(status == 0);
+  }
+}
+
+TEST_CASE("creating and dropping arrays leaks no file descriptors and no files") {
+  temp_dir dir;
+  std::size_t const before = xjob::testing::open_descriptor_count();
+  for (int i = 0; i < 50; ++i) {
+    xjob::shared_array<double> a({1000});
+    auto f = xjob::shared_array<double>::create_npy(dir / ("f" + std::to_string(i) + ".npy"), {10});
+    if (i % 2 == 0) f.commit();
+    auto r = xjob::shared_array<double const>::open_npy(dir / "f0.npy");
+  }
+  REQUIRE(xjob::testing::open_descriptor_count() == before);
+  std::size_t files = 0;
+  for ([[maybe_unused]] auto const& e : std::filesystem::directory_iterator(dir.path())) ++files;
+  REQUIRE(files == 25);  // the committed ones only
+}
