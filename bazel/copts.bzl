@@ -9,7 +9,6 @@ XJOB_WARNINGS = [
     "-Wold-style-cast",
     "-Wcast-align",
     "-Woverloaded-virtual",
-    "-Wnull-dereference",
     "-Wimplicit-fallthrough",
     "-Werror",
     # GCC 12 flags its own AVX-512 intrinsics (`__m512d __Y = __Y;`) once
