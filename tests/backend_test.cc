@@ -10,18 +10,6 @@
 #include <xjob/errors.hpp>
 #include <xjob/parallel.hpp>
 
-namespace {
-// A backend of plain std::threads, one per worker: what a user plugs in.
-class std_thread_backend final : public xjob::backend {
- public:
-  void run(xjob::batch_call& call) override {
-    std::vector<std::jthread> threads;
-    for (int w = 1; w < call.worker_count(); ++w) threads.emplace_back([&call, w] { call.work(w); });
-    call.work(0);
-  }
-};
-}  // namespace
-
 TEST_CASE("the built-in backends are registered") {
   auto const names = xjob::registered_backends();
   REQUIRE(std::find(names.begin(), names.end(), "sequential") != names.end());
@@ -35,7 +23,7 @@ TEST_CASE("a user's backend plugs in by name and runs calls") {
   int made_with = 0;
   xjob::register_backend("std_threads", [&made_with](xjob::backend_settings const& s) {
     made_with = s.n_jobs;
-    return std::make_unique<std_thread_backend>();
+    return std::make_unique<xjob::testing::std_thread_backend>();
   });
   xjob::parallel par({.n_jobs = 3, .backend = "std_threads"});
   REQUIRE(made_with == 3);
@@ -48,11 +36,11 @@ TEST_CASE("registering again replaces the factory") {
   int version = 0;
   xjob::register_backend("replaceable", [&version](xjob::backend_settings const&) {
     version = 1;
-    return std::make_unique<std_thread_backend>();
+    return std::make_unique<xjob::testing::std_thread_backend>();
   });
   xjob::register_backend("replaceable", [&version](xjob::backend_settings const&) {
     version = 2;
-    return std::make_unique<std_thread_backend>();
+    return std::make_unique<xjob::testing::std_thread_backend>();
   });
   (void)xjob::make_backend("replaceable", {.n_jobs = 2});
   REQUIRE(version == 2);

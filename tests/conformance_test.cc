@@ -24,19 +24,10 @@
 
 namespace {
 
-// A user-style backend, so the suite also covers the plug-in path.
-class std_thread_backend final : public xjob::backend {
- public:
-  void run(xjob::batch_call& call) override {
-    std::vector<std::jthread> threads;
-    for (int w = 1; w < call.worker_count(); ++w) threads.emplace_back([&call, w] { call.work(w); });
-    call.work(0);
-  }
-};
-
 bool const registered = [] {
-  xjob::register_backend("conformance_std_threads",
-                         [](xjob::backend_settings const&) { return std::make_unique<std_thread_backend>(); });
+  xjob::register_backend("conformance_std_threads", [](xjob::backend_settings const&) {
+    return std::make_unique<xjob::testing::std_thread_backend>();
+  });
   return true;
 }();
 

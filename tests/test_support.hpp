@@ -12,8 +12,24 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <thread>
+#include <vector>
+
+#include <xjob/backend.hpp>
 
 namespace xjob::testing {
+
+// A backend of plain std::threads, one per worker, as a user would plug in.
+// Its stacks have no oneTBB frame, so ThreadSanitizer checks all of xjob's
+// own synchronisation through it.
+class std_thread_backend final : public xjob::backend {
+ public:
+  void run(xjob::batch_call& call) override {
+    std::vector<std::jthread> threads;
+    for (int w = 1; w < call.worker_count(); ++w) threads.emplace_back([&call, w] { call.work(w); });
+    call.work(0);
+  }
+};
 
 // A fresh folder under TEST_TMPDIR (or /tmp), removed on destruction.
 class temp_dir {
