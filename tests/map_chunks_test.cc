@@ -9,6 +9,7 @@
 #include <xtensor/xmath.hpp>
 #include <xtensor/xreducer.hpp>
 #include <xtensor/xtensor.hpp>
+#include <xtensor/xmanipulation.hpp>
 #include <xtensor/xview.hpp>
 
 #include "test_support.hpp"
@@ -137,4 +138,40 @@ TEST_CASE("a fresh output reads as zeros where f does not write, even from recyc
   xt::xtensor<double, 1> const x = xt::ones<double>({n});
   auto const y = par.map_chunks(x, [](auto const&, auto&&) {});
   for (double v : y) REQUIRE(v == 0.0);
+}
+
+TEST_CASE("an in-place map keeps xtensor's aliasing-safe assignment") {
+  xjob::parallel par({.n_jobs = 2, .backend = "threads"});
+  xjob::shared_array<double> a({40, 3});
+  auto v = a.view<2>();
+  for (std::size_t i = 0; i < 40; ++i)
+    for (std::size_t j = 0; j < 3; ++j) v(i, j) = static_cast<double>(i * 3 + j);
+  // Reversing each chunk's rows reads rows that the same assignment writes:
+  // only correct if the input is evaluated before the output is written.
+  par.map_chunks(a, [](auto const& in, auto&& out) { out = xt::flip(in, 0); }, a, xjob::chunking{.size = 10});
+  for (std::size_t i = 0; i < 40; ++i) {
+    std::size_t const chunk_start = i / 10 * 10;
+    std::size_t const source = chunk_start + (9 - (i - chunk_start));
+    for (std::size_t j = 0; j < 3; ++j) REQUIRE(v(i, j) == static_cast<double>(source * 3 + j));
+  }
+}
+
+TEST_CASE("chunks of a separate output take expressions, views and fills") {
+  xjob::parallel par({.n_jobs = 2, .backend = "threads"});
+  auto const x = rows(30, 4);
+  auto const y = par.map_chunks(x, [](auto const& in, auto&& out) {
+    out.fill(1.0);
+    out += in;
+    xt::view(out, xt::all(), 0) = xt::view(in, xt::all(), 1);
+  });
+  auto const v = y.view<2>();
+  REQUIRE(v(7, 0) == x(7, 1));
+  REQUIRE(v(7, 3) == x(7, 3) + 1.0);
+}
+
+TEST_CASE("xt::noalias on an output chunk works as in plain xtensor") {
+  xjob::parallel par({.n_jobs = 2, .backend = "threads"});
+  auto const x = rows(30, 4);
+  auto const y = par.map_chunks(x, [](auto const& in, auto&& out) { xt::noalias(out) = in * 2.0; });
+  REQUIRE((y.view() == x * 2.0));
 }

@@ -264,7 +264,11 @@ class parallel {
           in_first, in_shape, false);
       detail::contiguous_slabs<std::remove_pointer_t<decltype(out_first)>, detail::chunk_shape_t<Out>> outs(
           out_first, out_shape, clear_output);
-      run_chunks(plan, ins, outs, f);
+      if (detail::overlaps(in_first, in.size(), out_first, out.size())) {
+        run_chunks(plan, ins, outs, f, [](auto&& chunk) { return std::move(chunk); });
+      } else {
+        run_chunks(plan, ins, outs, f, [](auto&& chunk) { return detail::output_chunk(std::move(chunk)); });
+      }
     } else {
       static_assert(detail::has_strided_data<std::remove_reference_t<In> const> &&
                         detail::has_strided_data<std::remove_reference_t<Out>>,
@@ -290,12 +294,13 @@ class parallel {
     }
   }
 
-  template <class Ins, class Outs, class F>
-  void run_chunks(chunk_plan const& plan, Ins& ins, Outs& outs, F const& f) const {
+  // `wrap` turns the output adaptor into what f gets (see output_chunk).
+  template <class Ins, class Outs, class F, class Wrap>
+  void run_chunks(chunk_plan const& plan, Ins& ins, Outs& outs, F const& f, Wrap wrap) const {
     detail::task_loop loop([&](std::size_t i) {
       chunk const c = plan[i];
       auto const in_chunk = ins.take(c.begin, c.end);
-      auto out_chunk = outs.take(c.begin, c.end);
+      auto out_chunk = wrap(outs.take(c.begin, c.end));
       f(in_chunk, out_chunk);
     });
     run(loop, plan.size());

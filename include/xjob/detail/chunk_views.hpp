@@ -6,11 +6,13 @@
 
 #include <array>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <type_traits>
 #include <utility>
 
 #include <xtensor/xadapt.hpp>
+#include <xtensor/xnoalias.hpp>
 #include <xtensor/xshape.hpp>
 #include <xtensor/xarray.hpp>
 #include <xtensor/xtensor.hpp>
@@ -90,6 +92,47 @@ class contiguous_slabs {
   std::size_t slab_elements_ = 1;
   bool clear_first_;
 };
+
+// The output chunk f gets on the zero-copy path when no input overlaps the
+// output. Its `=` assigns without the temporary xtensor otherwise makes for
+// `container = expression` (and then copies into an adaptor's memory, which
+// halves the speed of a memory-bound map): it is `xt::noalias(out) = e`.
+// Safe because the chunk is a fresh view of memory nothing else in the call
+// reads; an expression that reads `out` itself other than elementwise needs
+// xt::eval, as the README says.
+template <class Adaptor>
+class output_chunk : public Adaptor {
+ public:
+  explicit output_chunk(Adaptor&& adaptor) : Adaptor(std::move(adaptor)) {}
+  using Adaptor::operator=;
+  template <class E>
+  output_chunk& operator=(xt::xexpression<E> const& e) {
+    xt::noalias(static_cast<Adaptor&>(*this)) = e;
+    return *this;
+  }
+};
+
+}  // namespace xjob::detail
+
+namespace xt {
+// `xt::noalias(out) = e` on an output chunk: the chunk already assigns
+// without a temporary, and xtensor's proxy would return the adaptor base,
+// which does not convert back to output_chunk&.
+template <class Adaptor>
+auto noalias(xjob::detail::output_chunk<Adaptor>& chunk) noexcept {
+  return noalias(static_cast<Adaptor&>(chunk));
+}
+}  // namespace xt
+
+namespace xjob::detail {
+
+// Whether [a, a + a_count) and [b, b + b_count) share an element's bytes.
+template <class A, class B>
+[[nodiscard]] bool overlaps(A const* a, std::size_t a_count, B const* b, std::size_t b_count) noexcept {
+  auto const a_begin = reinterpret_cast<std::uintptr_t>(a);
+  auto const b_begin = reinterpret_cast<std::uintptr_t>(b);
+  return a_begin < b_begin + b_count * sizeof(B) && b_begin < a_begin + a_count * sizeof(A);
+}
 
 // Copies between a strided block and a dense row-major one, dimension by
 // dimension. Plain pointer arithmetic on purpose: xtensor 0.24 assigns
