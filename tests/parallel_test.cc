@@ -3,6 +3,7 @@
 #include <xjob/parallel.hpp>
 
 #include <atomic>
+#include <mutex>
 #include <ranges>
 #include <set>
 #include <thread>
@@ -61,14 +62,26 @@ TEST_CASE("one job runs sequentially on the caller's thread, whatever the backen
 }
 
 TEST_CASE("the threads backend uses several threads") {
+  // Each task waits (up to 10 s) until a second thread has run a task, so
+  // the test does not depend on how fast a loaded machine wakes a worker.
+  std::mutex mutex;
+  std::set<std::thread::id> threads;
   xjob::parallel par({.n_jobs = 2, .backend = "threads", .batch_size = 1});
-  auto const ids = par.map(
-      [](int) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(2));
-        return std::this_thread::get_id();
+  par.map(
+      [&](int) {
+        auto const give_up = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+        for (;;) {
+          {
+            std::lock_guard lock(mutex);
+            threads.insert(std::this_thread::get_id());
+            if (threads.size() >= 2) return;
+          }
+          if (std::chrono::steady_clock::now() > give_up) return;
+          std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
       },
       std::views::iota(0, 40));
-  REQUIRE(std::set(ids.begin(), ids.end()).size() == 2);
+  REQUIRE(threads.size() == 2);
 }
 
 TEST_CASE("copies of a parallel object share one backend and can be used from several threads at once") {
