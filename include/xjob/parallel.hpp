@@ -150,9 +150,11 @@ class parallel {
   // read-only chunk and `out` the matching chunk of a new zero-initialised
   // shared_array of input's shape and element type, which is returned. Row-
   // major arrays cut along axis 0 give f xtensor adaptors over the arrays'
-  // own memory (no copy); other axes or strided arrays give f dense copies
-  // of each chunk, written back after f returns. Throws xjob::invalid_argument for a bad
-  // axis or a chunk size of 0, xjob::task_error if f throws.
+  // own memory (no copy; `out = e` assigns without a temporary when out does
+  // not overlap the input); other axes or strided arrays give f dense copies
+  // of each chunk, written back after f returns. Throws
+  // xjob::invalid_argument for a bad axis or a chunk size of 0,
+  // xjob::task_error if f throws.
   //   auto y = par.map_chunks(x, [](auto const& in, auto&& out) { out = xt::sqrt(in) * 2.0 + 1.0; });
   template <class Input, class F>
   [[nodiscard]] auto map_chunks(Input const& input, F const& f, chunking how = {}) const {

@@ -15,7 +15,7 @@ namespace xjob::detail {
 namespace {
 class threads_backend final : public backend {
  public:
-  explicit threads_backend(int n_jobs) : n_jobs_(n_jobs), arena_(n_jobs) {}
+  explicit threads_backend(int n_jobs) : arena_(n_jobs) {}
 
   void run(batch_call& call) override {
     int const workers = call.worker_count();
@@ -34,7 +34,6 @@ class threads_backend final : public backend {
   }
 
  private:
-  int n_jobs_;
   tbb::task_arena arena_;
 };
 }  // namespace
