@@ -1,6 +1,7 @@
 #include <xjob/detail/mapped_region.hpp>
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -47,6 +48,20 @@ class region_cache {
   static region_cache& instance() {
     static region_cache cache;
     return cache;
+  }
+
+  // A forked child inherits the cached MAP_SHARED mappings: were it to reuse
+  // one, parent and child would write the same memory. The child therefore
+  // drops its copies (unmapping them there leaves the parent's alone), and
+  // the lock is held across fork so the child never inherits it locked.
+  static void before_fork() noexcept { instance().mutex_.lock(); }
+  static void after_fork_in_parent() noexcept { instance().mutex_.unlock(); }
+  static void after_fork_in_child() noexcept {
+    region_cache& cache = instance();
+    for (auto const& [base, length] : cache.entries_) munmap(base, length);
+    cache.entries_.clear();
+    cache.held_ = 0;
+    cache.mutex_.unlock();
   }
 
   // A cached mapping of at least `bytes` and at most a quarter more.
@@ -104,6 +119,7 @@ class region_cache {
 
  private:
   region_cache() {
+    pthread_atfork(&before_fork, &after_fork_in_parent, &after_fork_in_child);
     if (char const* text = std::getenv("XJOB_SHM_CACHE_BYTES"); text != nullptr && *text != '\0') {
       limit_ = std::strtoull(text, nullptr, 10);
     } else {

@@ -313,3 +313,34 @@ TEST_CASE("creating and dropping arrays leaks no file descriptors and no files")
   for ([[maybe_unused]] auto const& e : std::filesystem::directory_iterator(dir.path())) ++files;
   REQUIRE(files == 25);  // the committed ones only
 }
+
+TEST_CASE("a forked child never reuses memory the parent still caches") {
+  xjob::trim_shared_memory_cache();
+  std::size_t const n = std::size_t(1) << 18;  // 2 MiB: cached when freed
+  { xjob::shared_array<double> dropped({n}); }
+  REQUIRE(xjob::shared_memory_cache_bytes() > 0);
+  int to_child[2];
+  int to_parent[2];
+  REQUIRE(pipe(to_child) == 0);
+  REQUIRE(pipe(to_parent) == 0);
+  std::fflush(nullptr);
+  pid_t const pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    xjob::shared_array<double> mine({n}, xjob::uninitialized);
+    mine.data()[0] = 0.0;
+    char token = 'c';
+    if (write(to_parent[1], &token, 1) != 1 || read(to_child[0], &token, 1) != 1) _exit(3);
+    _exit(mine.data()[0] == 0.0 ? 0 : 1);  // 1: the parent's write landed here
+  }
+  char token = 0;
+  REQUIRE(read(to_parent[0], &token, 1) == 1);
+  xjob::shared_array<double> reused({n}, xjob::uninitialized);  // takes the cached mapping
+  reused.data()[0] = 7.0;
+  REQUIRE(write(to_child[1], &token, 1) == 1);
+  int status = 0;
+  REQUIRE(waitpid(pid, &status, 0) == pid);
+  for (int fd : {to_child[0], to_child[1], to_parent[0], to_parent[1]}) close(fd);
+  REQUIRE(WIFEXITED(status));
+  REQUIRE(WEXITSTATUS(status) == 0);
+}
