@@ -36,7 +36,8 @@ batch_range batch_call::next_batch(batch_cursor& cursor) noexcept {
   std::size_t size = 0;
   do {
     if (begin >= task_count_) return {};
-    size = std::clamp<std::size_t>((task_count_ - begin) / (2 * workers), 1, std::max<std::size_t>(cursor.batch_size, 1));
+    size = std::clamp<std::size_t>((task_count_ - begin) / (2 * workers), 1,
+                                   std::max<std::size_t>(cursor.batch_size, 1));
   } while (!next_.compare_exchange_weak(begin, begin + size, std::memory_order_relaxed));
   cursor.started = clock_type::now();
   return {begin, begin + size};

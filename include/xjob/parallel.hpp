@@ -254,49 +254,42 @@ class parallel {
     std::vector<std::size_t> const input_shape(in_shape.begin(), in_shape.end());
     std::vector<std::size_t> const output_shape(out_shape.begin(), out_shape.end());
     check_chunk_shapes(input_shape, output_shape, how.axis);
-    using in_element = std::remove_cvref_t<decltype(*in.begin())>;
+    static_assert(detail::has_strided_data<std::remove_reference_t<In> const> &&
+                      detail::has_strided_data<std::remove_reference_t<Out>>,
+                  "map_chunks needs arrays with memory (an xtensor container, adaptor or strided view, or a "
+                  "shared_array); evaluate a lazy expression into a container first");
+    auto const* in_first = detail::first_element(in);
+    auto* out_first = detail::first_element(out);
+    using in_element_type = std::remove_pointer_t<decltype(in_first)>;
+    using out_element_type = std::remove_pointer_t<decltype(out_first)>;
     chunk_plan const plan(input_shape[how.axis],
-                          chunk_extent_for(input_shape, how.axis, sizeof(in_element), how));
+                          chunk_extent_for(input_shape, how.axis, sizeof(in_element_type), how));
     if (plan.size() == 0) return;
 
+    auto as_is = [](auto&& chunk) { return std::move(chunk); };
+
     if (how.axis == 0 && detail::is_row_major_contiguous(in) && detail::is_row_major_contiguous(out)) {
-      auto const* in_first = detail::first_element(in);
-      auto* out_first = detail::first_element(out);
-      detail::contiguous_slabs<std::remove_pointer_t<decltype(in_first)>, detail::chunk_shape_t<In>> ins(
-          in_first, in_shape, false);
-      detail::contiguous_slabs<std::remove_pointer_t<decltype(out_first)>, detail::chunk_shape_t<Out>> outs(
-          out_first, out_shape, clear_output);
+      detail::contiguous_slabs<in_element_type, detail::chunk_shape_t<In>> ins(in_first, in_shape, false);
+      detail::contiguous_slabs<out_element_type, detail::chunk_shape_t<Out>> outs(out_first, out_shape, clear_output);
       if (detail::overlaps(in_first, in.size(), out_first, out.size())) {
-        run_chunks(plan, ins, outs, f, [](auto&& chunk) { return std::move(chunk); });
+        run_chunks(plan, ins, outs, f, as_is);
       } else {
         run_chunks(plan, ins, outs, f, [](auto&& chunk) { return detail::output_chunk(std::move(chunk)); });
       }
     } else {
-      static_assert(detail::has_strided_data<std::remove_reference_t<In> const> &&
-                        detail::has_strided_data<std::remove_reference_t<Out>>,
-                    "map_chunks needs arrays with memory (an xtensor container, adaptor or strided view, or a "
-                    "shared_array); evaluate a lazy expression into a container first");
-      auto const* in_first = detail::first_element(in);
-      auto* out_first = detail::first_element(out);
-      using in_value = std::remove_const_t<std::remove_pointer_t<decltype(in_first)>>;
-      using out_value = std::remove_pointer_t<decltype(out_first)>;
-      if (clear_output) std::fill(out.begin(), out.end(), out_value{});
-      detail::copied_slabs<in_value const, detail::dense_chunk_t<In, in_value>> ins(in_first, in_shape, in.strides(),
-                                                                                   how.axis);
-      detail::copied_slabs<out_value, detail::dense_chunk_t<Out, out_value>> outs(out_first, out_shape,
-                                                                                  out.strides(), how.axis);
-      detail::task_loop loop([&](std::size_t i) {
-        chunk const c = plan[i];
-        auto const in_chunk = ins.take(c.begin, c.end);
-        auto out_chunk = outs.take(c.begin, c.end);
-        f(in_chunk, out_chunk);
-        outs.put(c.begin, out_chunk);
-      });
-      run(loop, plan.size());
+      using in_value = std::remove_const_t<in_element_type>;
+      if (clear_output) std::fill(out.begin(), out.end(), out_element_type{});
+      detail::copied_slabs<in_value const, detail::dense_chunk_t<In, in_value>> ins(in_first, in_shape,
+                                                                                   in.strides(), how.axis);
+      detail::copied_slabs<out_element_type, detail::dense_chunk_t<Out, out_element_type>> outs(
+          out_first, out_shape, out.strides(), how.axis);
+      run_chunks(plan, ins, outs, f, as_is);
     }
   }
 
-  // `wrap` turns the output adaptor into what f gets (see output_chunk).
+  // One task per chunk: f(in, out) on the chunk, then the output chunk is
+  // put back (a no-op for chunks that are views of the output's memory).
+  // `wrap` turns the output chunk into what f gets (see output_chunk).
   template <class Ins, class Outs, class F, class Wrap>
   void run_chunks(chunk_plan const& plan, Ins& ins, Outs& outs, F const& f, Wrap wrap) const {
     detail::task_loop loop([&](std::size_t i) {
@@ -304,6 +297,7 @@ class parallel {
       auto const in_chunk = ins.take(c.begin, c.end);
       auto out_chunk = wrap(outs.take(c.begin, c.end));
       f(in_chunk, out_chunk);
+      outs.put(c.begin, out_chunk);
     });
     run(loop, plan.size());
   }

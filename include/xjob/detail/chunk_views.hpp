@@ -86,6 +86,10 @@ class contiguous_slabs {
     return xt::adapt(first, count, xt::no_ownership(), shape);
   }
 
+  // The slab is the output's own memory: nothing to write back.
+  template <class Slab>
+  void put(std::size_t, Slab const&) const noexcept {}
+
  private:
   Element* data_;
   Shape shape_;
