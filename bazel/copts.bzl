@@ -23,7 +23,7 @@ XJOB_COPTS = XJOB_WARNINGS + [
     "-pthread",
 ]
 
-XJOB_LINKOPTS = ["-pthread"]
+XJOB_LINKOPTS = ["-pthread", "-ldl"]
 
 # Tests and examples: the same, plus Catch2's macros trip -Wshadow.
 XJOB_TEST_COPTS = XJOB_COPTS

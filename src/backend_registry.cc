@@ -20,6 +20,7 @@ struct registry {
   registry() {
     factories.emplace("sequential", &detail::make_sequential_backend);
     factories.emplace("threads", &detail::make_threads_backend);
+    factories.emplace("processes", &detail::make_processes_backend);
   }
   std::mutex mutex;
   std::map<std::string, backend_factory, std::less<>> factories;

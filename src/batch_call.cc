@@ -24,7 +24,7 @@ batch_call::~batch_call() = default;
 batch_range batch_call::next_batch(batch_cursor& cursor) noexcept {
   if (stopped()) return {};
   if (settings_.batch_size) {
-    std::size_t const begin = next_.fetch_add(*settings_.batch_size, std::memory_order_relaxed);
+    std::size_t const begin = dispatch_->next.fetch_add(*settings_.batch_size, std::memory_order_relaxed);
     if (begin >= task_count_) return {};
     return {begin, std::min(begin + *settings_.batch_size, task_count_)};
   }
@@ -32,24 +32,36 @@ batch_range batch_call::next_batch(batch_cursor& cursor) noexcept {
   // left, so the last batches are small and workers finish together. The
   // cap is computed from the exact start (compare-exchange), not a stale one.
   std::size_t const workers = static_cast<std::size_t>(settings_.workers);
-  std::size_t begin = next_.load(std::memory_order_relaxed);
+  std::atomic<std::size_t>& next = dispatch_->next;
+  std::size_t begin = next.load(std::memory_order_relaxed);
   std::size_t size = 0;
   do {
     if (begin >= task_count_) return {};
     size = std::clamp<std::size_t>((task_count_ - begin) / (2 * workers), 1,
                                    std::max<std::size_t>(cursor.batch_size, 1));
-  } while (!next_.compare_exchange_weak(begin, begin + size, std::memory_order_relaxed));
+  } while (!next.compare_exchange_weak(begin, begin + size, std::memory_order_relaxed));
   cursor.started = clock_type::now();
   return {begin, begin + size};
 }
 
 std::size_t batch_call::run_batch(batch_range batch) noexcept {
-  detail::batch_outcome outcome = runner_.run(batch.begin, batch.end, stop_);
+  detail::batch_outcome outcome = execute_batch(batch, nullptr);
   if (outcome.failure) fail(std::move(*outcome.failure));
   return outcome.completed_end;
 }
 
+detail::batch_outcome batch_call::execute_batch(batch_range batch, std::atomic<std::size_t>* current_task) noexcept {
+  detail::batch_outcome outcome = runner_.run(batch.begin, batch.end, dispatch_->stop, current_task);
+  if (outcome.failure) cancel();
+  return outcome;
+}
+
 void batch_call::finish_batch(batch_cursor& cursor, batch_range batch, std::size_t completed_end) noexcept {
+  tune_batch_size(cursor, batch, completed_end);
+  record_done({batch.begin, completed_end});
+}
+
+void batch_call::tune_batch_size(batch_cursor& cursor, batch_range batch, std::size_t completed_end) const noexcept {
   std::size_t const completed = completed_end - batch.begin;
   if (!settings_.batch_size && completed == batch.size()) {
     // joblib's rule, per worker: size the next batch so it lasts about the
@@ -63,9 +75,12 @@ void batch_call::finish_batch(batch_cursor& cursor, batch_range batch, std::size
     double const high = static_cast<double>(cursor.batch_size) * 2.0;
     cursor.batch_size = static_cast<std::size_t>(std::clamp(ideal, low, high));
   }
-  if (completed == 0) return;
-  std::size_t const done = done_.fetch_add(completed, std::memory_order_acq_rel) + completed;
-  if (settings_.on_batch_done) settings_.on_batch_done({batch.begin, completed_end});
+}
+
+void batch_call::record_done(batch_range done_range) noexcept {
+  if (done_range.empty()) return;
+  std::size_t const done = done_.fetch_add(done_range.size(), std::memory_order_acq_rel) + done_range.size();
+  if (settings_.on_batch_done) settings_.on_batch_done(done_range);
   report_progress(done);
 }
 
@@ -84,10 +99,10 @@ void batch_call::fail(detail::task_failure failure) noexcept {
     if (!failure_) failure_ = std::move(failure);
   }
   has_failure_.store(true, std::memory_order_release);
-  stop_.store(true, std::memory_order_relaxed);
+  cancel();
 }
 
-void batch_call::cancel() noexcept { stop_.store(true, std::memory_order_relaxed); }
+void batch_call::cancel() noexcept { dispatch_->stop.store(true, std::memory_order_relaxed); }
 
 bool batch_call::failed() const noexcept { return has_failure_.load(std::memory_order_acquire); }
 

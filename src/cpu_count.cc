@@ -3,6 +3,7 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <atomic>
 #include <fstream>
 #include <string>
 #include <thread>
@@ -23,7 +24,13 @@ int cgroup_cpu_limit() {
     return 0;
   }
 }
+// Set in a worker process: its share of the caller's CPUs.
+std::atomic<int> worker_share{0};
 }  // namespace
+
+namespace detail {
+void limit_cpu_count_to_worker_share(int cpus) noexcept { worker_share.store(cpus, std::memory_order_relaxed); }
+}  // namespace detail
 
 int cpu_count() noexcept {
   int count = 0;
@@ -32,6 +39,7 @@ int cpu_count() noexcept {
   if (sched_getaffinity(0, sizeof(set), &set) == 0) count = CPU_COUNT(&set);
   if (count <= 0) count = static_cast<int>(std::thread::hardware_concurrency());
   if (int const limit = cgroup_cpu_limit(); limit > 0) count = std::min(count, limit);
+  if (int const share = worker_share.load(std::memory_order_relaxed); share > 0) count = std::min(count, share);
   return std::max(count, 1);
 }
 

@@ -2,6 +2,8 @@
 
 #include <cxxabi.h>
 
+#include <cstring>
+
 #include <cstdlib>
 #include <memory>
 #include <string>
@@ -31,6 +33,32 @@ void task_error::rethrow_original() const {
   if (original_) std::rethrow_exception(original_);
   throw *this;
 }
+
+namespace {
+std::string describe_death(int signal, int exit_status) {
+  if (signal == 0) return fmt::format("exited with status {}", exit_status);
+  char const* abbreviation = sigabbrev_np(signal);
+  return fmt::format("killed by signal {} (SIG{}: {})", signal, abbreviation != nullptr ? abbreviation : "?",
+                     strsignal(signal));
+}
+}  // namespace
+
+worker_crashed::worker_crashed(std::optional<std::size_t> task_index, int pid, int signal, int exit_status,
+                               int attempts)
+    : error(fmt::format("worker process {} died {}: {}{}", pid,
+                        task_index ? fmt::format("running task {}", *task_index) : std::string("between tasks"),
+                        describe_death(signal, exit_status),
+                        attempts > 1 ? fmt::format(" (the task ran {} times, killing its worker each time)", attempts)
+                                     : std::string())),
+      task_index_(task_index),
+      pid_(pid),
+      signal_(signal),
+      exit_status_(exit_status),
+      attempts_(attempts) {}
+
+timeout_error::timeout_error(std::string const& what, std::optional<std::size_t> task_index,
+                             std::chrono::duration<double> limit)
+    : error(what), task_index_(task_index), limit_(limit) {}
 
 namespace detail {
 

@@ -13,7 +13,10 @@ parallel::parallel(int n_jobs) : parallel(parallel_options{.n_jobs = n_jobs}) {}
 
 parallel::parallel(parallel_options options)
     : options_(resolve_options(options)),
-      backend_(make_backend(options_.backend, backend_settings{.n_jobs = *options_.n_jobs})) {}
+      backend_(make_backend(options_.backend, backend_settings{.n_jobs = *options_.n_jobs,
+                                                               .retries = options_.retries.value_or(0),
+                                                               .task_timeout = options_.task_timeout,
+                                                               .call_timeout = options_.call_timeout})) {}
 
 std::unique_ptr<batch_call> parallel::make_call(detail::task_runner& runner, std::size_t count,
                                                 std::function<void(batch_range)> on_batch_done) const {
@@ -30,7 +33,12 @@ std::unique_ptr<batch_call> parallel::make_call(detail::task_runner& runner, std
 
 void parallel::execute(batch_call& call) const {
   call.start(options_.backend);
-  if (call.task_count() > 0) backend_->run(call);
+  try {
+    if (call.task_count() > 0) backend_->run(call);
+  } catch (...) {
+    call.finish();  // the backend's own failure (a crashed worker, a timeout)
+    throw;
+  }
   call.finish();
   call.rethrow_if_failed();
 }

@@ -61,6 +61,9 @@ parallel_options resolve_options(parallel_options const& given) {
     if (!resolved.chunk_size) resolved.chunk_size = d.chunk_size;
     if (resolved.verbose == 0) resolved.verbose = d.verbose;
     if (!resolved.on_progress) resolved.on_progress = d.on_progress;
+    if (!resolved.retries) resolved.retries = d.retries;
+    if (!resolved.task_timeout) resolved.task_timeout = d.task_timeout;
+    if (!resolved.call_timeout) resolved.call_timeout = d.call_timeout;
   }
   if (!resolved.n_jobs) resolved.n_jobs = n_jobs_from_environment();
   if (resolved.backend.empty())
@@ -69,10 +72,27 @@ parallel_options resolve_options(parallel_options const& given) {
   if (resolved.backend.empty()) resolved.backend = default_backend;
 
   resolved.n_jobs = resolve_n_jobs(*resolved.n_jobs);
-  // The backend is checked even when it will not run, so a typo never
-  // passes unnoticed on a one-CPU machine.
-  if (!is_registered_backend(resolved.backend)) (void)make_backend(resolved.backend, {});
-  if (*resolved.n_jobs == 1) resolved.backend = "sequential";
+  // The backend is made even when it will not run, so a typo never passes
+  // unnoticed on a one-CPU machine (making one starts no worker).
+  bool const out_of_process = make_backend(resolved.backend, {})->runs_out_of_process();
+  if (*resolved.n_jobs == 1 && !out_of_process) resolved.backend = "sequential";
+  if (resolved.retries && *resolved.retries < 0)
+    throw invalid_argument(fmt::format("retries must be 0 or more, got {}", *resolved.retries));
+  if (resolved.task_timeout && resolved.task_timeout->count() <= 0)
+    throw invalid_argument(fmt::format("task_timeout must be positive, got {} s", resolved.task_timeout->count()));
+  if (resolved.call_timeout && resolved.call_timeout->count() <= 0)
+    throw invalid_argument(fmt::format("call_timeout must be positive, got {} s", resolved.call_timeout->count()));
+  if (!out_of_process) {
+    char const* asked = resolved.retries.value_or(0) > 0 ? "retries"
+                        : resolved.task_timeout         ? "task_timeout"
+                        : resolved.call_timeout         ? "call_timeout"
+                                                        : nullptr;
+    if (asked != nullptr)
+      throw invalid_argument(fmt::format(
+          "{} needs a backend that runs tasks in worker processes, such as \"processes\"; backend \"{}\" runs "
+          "them in the caller's process, where a task cannot be killed",
+          asked, resolved.backend));
+  }
   if (resolved.batch_size && *resolved.batch_size == 0)
     throw invalid_argument("batch_size must be at least 1, got 0 (leave it unset for automatic batching)");
   if (resolved.chunk_size && *resolved.chunk_size == 0)

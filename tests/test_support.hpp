@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -16,6 +17,7 @@
 #include <vector>
 
 #include <xjob/backend.hpp>
+#include <xjob/shared_array.hpp>
 
 namespace xjob::testing {
 
@@ -29,6 +31,22 @@ class std_thread_backend final : public xjob::backend {
     for (int w = 1; w < call.worker_count(); ++w) threads.emplace_back([&call, w] { call.work(w); });
     call.work(0);
   }
+};
+
+// Counters that tasks may bump from any backend's workers, worker processes
+// included: atomics in shared memory.
+class shared_counters {
+ public:
+  explicit shared_counters(std::size_t count) : values_({count}) {}
+  void add(std::size_t i, long amount = 1) const {
+    std::atomic_ref<long>(values_.data()[i]).fetch_add(amount, std::memory_order_relaxed);
+  }
+  [[nodiscard]] long operator[](std::size_t i) const {
+    return std::atomic_ref<long>(values_.data()[i]).load(std::memory_order_relaxed);
+  }
+
+ private:
+  xjob::shared_array<long> values_;
 };
 
 // A fresh folder under TEST_TMPDIR (or /tmp), removed on destruction.

@@ -1,11 +1,13 @@
 // Backends: where the workers of a parallel call run. One small interface,
 // chosen by name from a registry, like joblib's register_parallel_backend.
-// Built in: "sequential" (the caller's thread) and "threads" (oneTBB, in a
-// task_arena of n_jobs).
+// Built in: "sequential" (the caller's thread), "threads" (oneTBB, in a
+// task_arena of n_jobs) and "processes" (forked worker processes).
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -17,6 +19,10 @@ namespace xjob {
 // What a backend is made for.
 struct backend_settings {
   int n_jobs = 1;  // a positive worker count, already resolved
+  // For backends that run tasks in worker processes (see parallel_options).
+  int retries = 0;
+  std::optional<std::chrono::duration<double>> task_timeout = std::nullopt;
+  std::optional<std::chrono::duration<double>> call_timeout = std::nullopt;
 };
 
 // A backend runs a call's worker loops on up to call.worker_count() workers
@@ -29,6 +35,10 @@ class backend {
   // Runs the call; failures of tasks are kept in the call, not thrown. A
   // backend's own failures (cannot start a worker) are thrown.
   virtual void run(batch_call& call) = 0;
+  // True if tasks run in other processes: their results then travel back
+  // through the call's task runner, array outputs must be in shared memory,
+  // and a worker can crash without taking the caller down.
+  [[nodiscard]] virtual bool runs_out_of_process() const noexcept { return false; }
 };
 
 using backend_factory = std::function<std::unique_ptr<backend>(backend_settings const&)>;

@@ -14,6 +14,7 @@
 #include <optional>
 #include <string>
 
+#include <xjob/detail/fork_shared.hpp>
 #include <xjob/detail/task_runner.hpp>
 #include <xjob/parallel_options.hpp>
 
@@ -36,7 +37,10 @@ struct batch_cursor {
 };
 
 // Thread-safe: any number of workers may call work() / next_batch() /
-// run_batch() / finish_batch() concurrently.
+// run_batch() / finish_batch() concurrently. Where the next batch starts and
+// whether the call stopped live in memory that forked children share, so
+// workers in other processes may call next_batch() and execute_batch() on
+// their copy of the call (see the processes backend).
 //   struct openmp_backend final : xjob::backend {
 //     void run(xjob::batch_call& call) override {
 //   #pragma omp parallel num_threads(call.worker_count())
@@ -79,11 +83,29 @@ class batch_call {
   // batch size from how long the batch took.
   void finish_batch(batch_cursor& cursor, batch_range batch, std::size_t completed_end) noexcept;
 
+  // The same pieces split between a worker process and the caller:
+  // execute_batch runs a batch (storing each task's index in
+  // `current_task`) and stops the call on a failure, which it returns
+  // instead of keeping; tune_batch_size adapts the cursor (both in the
+  // worker); record_done counts finished tasks and reports them (in the
+  // caller, once their results are in place).
+  [[nodiscard]] detail::batch_outcome execute_batch(batch_range batch,
+                                                    std::atomic<std::size_t>* current_task) noexcept;
+  void tune_batch_size(batch_cursor& cursor, batch_range batch, std::size_t completed_end) const noexcept;
+  void record_done(batch_range done) noexcept;
+  [[nodiscard]] detail::task_runner& runner() noexcept { return runner_; }
+  // Whether someone follows the call as it runs (a progress callback,
+  // verbose output, a result stream), so finished batches should be
+  // reported promptly rather than when convenient.
+  [[nodiscard]] bool reports_progress() const noexcept {
+    return settings_.verbose > 0 || settings_.on_progress || settings_.on_batch_done;
+  }
+
   // Keeps `failure` if it is the first, and stops the call.
   void fail(detail::task_failure failure) noexcept;
   // Stops handing out batches; running tasks finish, the rest never start.
   void cancel() noexcept;
-  [[nodiscard]] bool stopped() const noexcept { return stop_.load(std::memory_order_relaxed); }
+  [[nodiscard]] bool stopped() const noexcept { return dispatch_->stop.load(std::memory_order_relaxed); }
   [[nodiscard]] bool failed() const noexcept;
   // After the backend returned: throws xjob::task_error for the first failure.
   void rethrow_if_failed() const;
@@ -98,12 +120,18 @@ class batch_call {
  private:
   void report_progress(std::size_t done) noexcept;
 
+  struct dispatch_state {
+    alignas(64) std::atomic<std::size_t> next{0};
+    alignas(64) std::atomic<bool> stop{false};
+  };
+  static_assert(std::atomic<std::size_t>::is_always_lock_free && std::atomic<bool>::is_always_lock_free,
+                "atomics shared between processes must be lock-free");
+
   detail::task_runner& runner_;
   std::size_t task_count_;
   settings settings_;
-  alignas(64) std::atomic<std::size_t> next_{0};
+  detail::fork_shared<dispatch_state> dispatch_;
   alignas(64) std::atomic<std::size_t> done_{0};
-  alignas(64) std::atomic<bool> stop_{false};
   std::atomic<bool> has_failure_{false};
   mutable std::mutex failure_mutex_;
   std::optional<detail::task_failure> failure_;

@@ -1,6 +1,9 @@
 // How many CPUs this process may really use: the affinity mask, capped by a
 // cgroup v2 CPU quota (a container limited to 1.5 CPUs counts 1). This is
-// what n_jobs = -1 means, as in joblib's cpu_count.
+// what n_jobs = -1 means, as in joblib's cpu_count. Inside a worker process
+// of the "processes" backend it is that worker's share (the caller's count
+// divided by the number of workers, at least 1), so nested parallel calls
+// with n_jobs = -1 do not oversubscribe the machine.
 #pragma once
 
 namespace xjob {

@@ -3,9 +3,11 @@
 // (mapping memory, creating threads) are std::system_error instead, as in std.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <exception>
 #include <filesystem>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <system_error>
@@ -70,6 +72,52 @@ class task_error : public error {
   std::string type_name_;
   std::string message_;
   std::exception_ptr original_;
+};
+
+// A worker process died: killed by a signal (a segfault, abort, SIGKILL,
+// the kernel's out-of-memory killer) or exited without finishing its tasks.
+// The call was cancelled after the tasks other workers were running had
+// finished; results already in shared memory stay. what() reads
+// "worker process 4711 died running task 17: killed by signal 11 (SIGSEGV:
+// Segmentation fault)". parallel_options::retries re-runs such a task on a
+// fresh worker first.
+//   catch (xjob::worker_crashed const& e) { log(e.task_index(), e.signal()); }
+class worker_crashed : public error {
+ public:
+  worker_crashed(std::optional<std::size_t> task_index, int pid, int signal, int exit_status, int attempts);
+
+  // The task the worker was running, if it was running one.
+  [[nodiscard]] std::optional<std::size_t> task_index() const noexcept { return task_index_; }
+  [[nodiscard]] int pid() const noexcept { return pid_; }
+  // The signal that killed it, or 0 if it exited.
+  [[nodiscard]] int signal() const noexcept { return signal_; }
+  // Its exit status if it exited, or -1 if a signal killed it.
+  [[nodiscard]] int exit_status() const noexcept { return exit_status_; }
+  // How many times the task ran, each time killing its worker.
+  [[nodiscard]] int attempts() const noexcept { return attempts_; }
+
+ private:
+  std::optional<std::size_t> task_index_;
+  int pid_;
+  int signal_;
+  int exit_status_;
+  int attempts_;
+};
+
+// A call or one of its tasks ran longer than its limit
+// (parallel_options::call_timeout, task_timeout). For a task, its worker was
+// killed and task_index() names it; for the call, every worker was killed.
+//   catch (xjob::timeout_error const& e) { if (e.task_index()) skip(*e.task_index()); }
+class timeout_error : public error {
+ public:
+  timeout_error(std::string const& what, std::optional<std::size_t> task_index, std::chrono::duration<double> limit);
+
+  [[nodiscard]] std::optional<std::size_t> task_index() const noexcept { return task_index_; }
+  [[nodiscard]] std::chrono::duration<double> limit() const noexcept { return limit_; }
+
+ private:
+  std::optional<std::size_t> task_index_;
+  std::chrono::duration<double> limit_;
 };
 
 }  // namespace xjob

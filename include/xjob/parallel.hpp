@@ -3,6 +3,7 @@
 // chosen backend, and returns the results in input order (or as a stream).
 #pragma once
 
+#include <algorithm>
 #include <concepts>
 #include <cstddef>
 #include <functional>
@@ -19,11 +20,13 @@
 #include <xjob/chunking.hpp>
 #include <xjob/delayed.hpp>
 #include <xjob/detail/chunk_views.hpp>
+#include <xjob/detail/result_codec.hpp>
 #include <xjob/detail/task_runner.hpp>
 #include <xjob/parallel_config.hpp>
 #include <xjob/parallel_options.hpp>
 #include <xjob/results.hpp>
 #include <xjob/shared_array.hpp>
+#include <xjob/transfer.hpp>
 
 namespace xjob {
 
@@ -47,6 +50,20 @@ decltype(auto) as_expression(X&& x) {
 
 template <class R>
 using stored_result_t = std::remove_cvref_t<R>;
+
+// Whether any call may run in worker processes is a run-time choice
+// (parallel_options, parallel_config, XJOB_BACKEND), so every result type
+// must be able to come back from one.
+template <class R>
+constexpr void require_transferable() {
+  static_assert(transferable<R> || in_process_only<R>,
+                "xjob: this task's result type cannot come back from a worker process, and any parallel call may "
+                "run in worker processes (backend \"processes\", chosen at run time). Return a trivially copyable "
+                "type, a std::string/std::vector/std::map/xtensor container of such values, or give the type a "
+                "default constructor and a cereal serialize(Archive&) member (see xjob/transfer.hpp). For a type "
+                "that must never leave the caller's process, declare "
+                "`template <> inline constexpr bool xjob::in_process_only<T> = true;`.");
+}
 
 template <std::ranges::input_range Range>
 auto to_vector(Range&& range) {
@@ -80,6 +97,9 @@ class parallel {
   [[nodiscard]] parallel_options const& options() const noexcept { return options_; }
   [[nodiscard]] int n_jobs() const noexcept { return *options_.n_jobs; }
   [[nodiscard]] std::string const& backend_name() const noexcept { return options_.backend; }
+  // Whether tasks run in worker processes (so side effects on the caller's
+  // private memory stay in the workers; results and shared memory come back).
+  [[nodiscard]] bool runs_out_of_process() const noexcept { return backend_->runs_out_of_process(); }
 
   // Runs delayed calls; returns their results in input order (nothing if
   // they return void). The first task to throw cancels the rest and is
@@ -172,6 +192,8 @@ class parallel {
   // extent along the axis must equal input's; the other extents are free, so
   // f may change the shape of each chunk (reduce each row to one value).
   // Throws xjob::invalid_argument, naming both shapes, if they do not fit.
+  // With worker processes, an output that is not a shared_array is written
+  // through a shared copy (copied in before, and back after the call).
   //   xt::xtensor<double, 1> sums = xt::zeros<double>({n});
   //   par.map_chunks(x, [](auto const& in, auto&& out) { out = xt::sum(in, {1}); }, sums);
   template <class Input, class F, class Output>
@@ -181,6 +203,13 @@ class parallel {
     if constexpr (detail::is_shared_array_v<std::remove_cvref_t<Output>>) {
       map_chunks_into(in, f, output.view(), how, false);
       output.commit();
+    } else if (runs_out_of_process()) {
+      auto const& out_shape = output.shape();
+      shared_array<std::remove_cv_t<typename std::remove_cvref_t<Output>::value_type>> staging(
+          std::vector<std::size_t>(out_shape.begin(), out_shape.end()), uninitialized);
+      std::copy(output.begin(), output.end(), staging.begin());
+      map_chunks_into(in, f, staging.view(), how, false);
+      std::copy(staging.begin(), staging.end(), output.begin());
     } else {
       map_chunks_into(in, f, output, how, false);
     }
@@ -204,16 +233,20 @@ class parallel {
       detail::task_loop loop([&compute](std::size_t i) { compute(i); });
       run(loop, count);
     } else if constexpr (std::is_default_constructible_v<R> && !std::is_same_v<R, bool>) {
+      detail::require_transferable<R>();
       std::vector<R> results(count);
       R* out = results.data();
-      detail::task_loop loop([&compute, out](std::size_t i) { out[i] = compute(i); });
+      detail::task_loop loop([&compute, out](std::size_t i) { out[i] = compute(i); },
+                             detail::result_codec<R, R>(out));
       run(loop, count);
       return results;
     } else {
       // vector<bool> packs bits (concurrent writes would race) and other
       // types cannot be default-constructed: fill optional slots first.
+      detail::require_transferable<R>();
       std::vector<std::optional<R>> slots(count);
-      detail::task_loop loop([&compute, &slots](std::size_t i) { slots[i].emplace(compute(i)); });
+      detail::task_loop loop([&compute, &slots](std::size_t i) { slots[i].emplace(compute(i)); },
+                             detail::result_codec<R, std::optional<R>>(slots.data()));
       run(loop, count);
       std::vector<R> results;
       results.reserve(count);
@@ -226,12 +259,16 @@ class parallel {
   auto stream(std::size_t count, Compute compute, std::shared_ptr<void> inputs) const {
     using R = detail::stored_result_t<Result>;
     static_assert(!std::is_void_v<Result>, "a stream of results needs tasks that return a value");
+    detail::require_transferable<R>();
     auto state = std::make_unique<detail::stream_state<R>>(count);
     auto* slots = state->slots().data();
-    auto loop = std::make_shared<detail::task_loop<std::function<void(std::size_t)>>>(
+    using loop_type =
+        detail::task_loop<std::function<void(std::size_t)>, detail::result_codec<R, std::optional<R>>>;
+    auto loop = std::make_shared<loop_type>(
         std::function<void(std::size_t)>([compute = std::move(compute), slots](std::size_t i) {
           slots[i].emplace(compute(i));
-        }));
+        }),
+        detail::result_codec<R, std::optional<R>>(slots));
     auto* shared_state = state.get();
     auto call = make_call(*loop, count, [shared_state](batch_range done) { shared_state->batch_done(done); });
     struct keep {

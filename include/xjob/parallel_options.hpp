@@ -26,9 +26,10 @@ struct parallel_options {
   // Worker count: n > 0 exactly n; -1 all CPUs, -2 all but one (joblib's
   // rule). 0 and values below -cpu_count() are errors. Unset: 1.
   std::optional<int> n_jobs = std::nullopt;
-  // A registered backend name ("sequential", "threads", ...). Empty: the
-  // configured one, else "threads". With one worker every backend runs
-  // sequentially in the caller, as in joblib.
+  // A registered backend name ("sequential", "threads", "processes", ...).
+  // Empty: the configured one, else "threads". With one worker an in-process
+  // backend runs sequentially in the caller, as in joblib; "processes" keeps
+  // its one worker process, for the isolation it was chosen for.
   std::string backend = {};
   // Tasks handed to a worker at a time. Unset: automatic (batches grow until
   // one lasts about target_batch_duration, and shrink near the end so that
@@ -46,6 +47,18 @@ struct parallel_options {
   // What automatic batching aims for: long enough to hide the cost of taking
   // a batch, short enough to balance the load.
   std::chrono::microseconds target_batch_duration = std::chrono::microseconds(200);
+
+  // Backends that run tasks in worker processes ("processes") only; others
+  // refuse them with xjob::invalid_argument.
+  // How often a task whose worker died (or ran past task_timeout) is re-run
+  // on a fresh worker before the call fails. Unset: 0.
+  std::optional<int> retries = std::nullopt;
+  // A task running longer has its worker killed and replaced; the call fails
+  // with xjob::timeout_error naming the task (after any retries).
+  std::optional<std::chrono::duration<double>> task_timeout = std::nullopt;
+  // The whole call running longer has all its workers killed and fails with
+  // xjob::timeout_error.
+  std::optional<std::chrono::duration<double>> call_timeout = std::nullopt;
 };
 
 }  // namespace xjob

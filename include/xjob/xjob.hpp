@@ -14,3 +14,4 @@
 #include <xjob/parallel_options.hpp>
 #include <xjob/results.hpp>
 #include <xjob/shared_array.hpp>
+#include <xjob/transfer.hpp>

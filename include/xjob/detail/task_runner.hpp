@@ -1,6 +1,7 @@
-// The type-erased body of one parallel call: run tasks [begin, end). The
-// front end implements it per kind of call (delayed calls, map, map_chunks);
-// backends only ever see it through batch_call. One virtual call per batch.
+// The type-erased body of one parallel call: run tasks [begin, end), and
+// carry their results out of a worker process and back in. The front end
+// implements it per kind of call (delayed calls, map, map_chunks); backends
+// only ever see it through batch_call. One virtual call per batch.
 #pragma once
 
 #include <atomic>
@@ -8,6 +9,7 @@
 #include <exception>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 
 namespace xjob::detail {
@@ -35,29 +37,63 @@ class task_runner {
  public:
   virtual ~task_runner() = default;
   // Runs tasks begin, begin+1, ... < end in order until one throws or `stop`
-  // is set (checked before each task).
-  [[nodiscard]] virtual batch_outcome run(std::size_t begin, std::size_t end,
-                                          std::atomic<bool> const& stop) noexcept = 0;
+  // is set (checked before each task). If `current_task` is given, each
+  // task's index is stored there before it starts, so a supervisor can tell
+  // which task a dead or stuck worker was running.
+  [[nodiscard]] virtual batch_outcome run(std::size_t begin, std::size_t end, std::atomic<bool> const& stop,
+                                          std::atomic<std::size_t>* current_task = nullptr) noexcept = 0;
+
+  // For workers in another process: appends the results of tasks [begin,
+  // end) to `bytes` (in the worker), and stores them from `bytes` (in the
+  // caller). Calls without results carry nothing.
+  virtual void save_results(std::size_t /*begin*/, std::size_t /*end*/, std::string& /*bytes*/) const {}
+  // Throws xjob::error if `bytes` does not hold exactly those results.
+  virtual void load_results(std::size_t /*begin*/, std::size_t /*end*/, std::string_view /*bytes*/) {}
+  // Empty if the results can leave a worker process; else why not.
+  [[nodiscard]] virtual std::string results_stay_in_process() const { return {}; }
 };
 
-// The usual implementation: `run_one(i)` per task, the failing index kept.
-template <class RunOne>
+// Results that are written in place and need no carrying (void tasks, or
+// side effects in shared memory).
+struct no_results {
+  void save(std::size_t, std::size_t, std::string&) const {}
+  void load(std::size_t, std::size_t, std::string_view) {}
+  [[nodiscard]] std::string stays_in_process() const { return {}; }
+};
+
+// The usual implementation: `run_one(i)` per task, the failing index kept;
+// `results` carries what the tasks stored (see result_codec.hpp).
+template <class RunOne, class Results = no_results>
 class task_loop final : public task_runner {
  public:
-  explicit task_loop(RunOne run_one) : run_one_(std::move(run_one)) {}
+  explicit task_loop(RunOne run_one, Results results = {})
+      : run_one_(std::move(run_one)), results_(std::move(results)) {}
 
-  batch_outcome run(std::size_t begin, std::size_t end, std::atomic<bool> const& stop) noexcept override {
+  batch_outcome run(std::size_t begin, std::size_t end, std::atomic<bool> const& stop,
+                    std::atomic<std::size_t>* current_task) noexcept override {
     std::size_t i = begin;
     try {
-      for (; i < end && !stop.load(std::memory_order_relaxed); ++i) run_one_(i);
+      for (; i < end && !stop.load(std::memory_order_relaxed); ++i) {
+        if (current_task != nullptr) current_task->store(i, std::memory_order_relaxed);
+        run_one_(i);
+      }
     } catch (...) {
       return {i, describe_current_exception(i)};
     }
     return {i, std::nullopt};
   }
 
+  void save_results(std::size_t begin, std::size_t end, std::string& bytes) const override {
+    results_.save(begin, end, bytes);
+  }
+  void load_results(std::size_t begin, std::size_t end, std::string_view bytes) override {
+    results_.load(begin, end, bytes);
+  }
+  [[nodiscard]] std::string results_stay_in_process() const override { return results_.stays_in_process(); }
+
  private:
   RunOne run_one_;
+  Results results_;
 };
 
 }  // namespace xjob::detail

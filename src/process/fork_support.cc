@@ -1,0 +1,130 @@
+#include "fork_support.hpp"
+
+#include <dirent.h>
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <thread>
+
+#include <oneapi/tbb/global_control.h>
+
+namespace xjob::detail {
+void limit_cpu_count_to_worker_share(int cpus) noexcept;
+}  // namespace xjob::detail
+
+namespace xjob::detail::process {
+
+namespace {
+
+// The state letter of thread `tid` of this process ('R' running, 'S'
+// sleeping, ...), or 0 if it is gone.
+char thread_state(char const* tid) noexcept {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/self/task/%s/stat", tid);
+  int const fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  char text[512];
+  ssize_t const length = read(fd, text, sizeof text - 1);
+  close(fd);
+  if (length <= 0) return 0;
+  text[length] = '\0';
+  // "tid (name) S ...": the name may hold spaces and parentheses.
+  char const* close_paren = std::strrchr(text, ')');
+  return close_paren != nullptr && close_paren[1] == ' ' ? close_paren[2] : 0;
+}
+
+bool other_threads_running() noexcept {
+  DIR* tasks = opendir("/proc/self/task");
+  if (tasks == nullptr) return false;
+  long const self = syscall(SYS_gettid);
+  bool running = false;
+  while (dirent const* entry = readdir(tasks)) {
+    if (entry->d_name[0] == '.' || std::strtol(entry->d_name, nullptr, 10) == self) continue;
+    if (thread_state(entry->d_name) == 'R') {
+      running = true;
+      break;
+    }
+  }
+  closedir(tasks);
+  return running;
+}
+
+bool single_threaded() noexcept {
+  // Field 20 of /proc/self/stat; cheaper than listing the tasks.
+  int const fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  char text[1024];
+  ssize_t const length = read(fd, text, sizeof text - 1);
+  close(fd);
+  if (length <= 0) return false;
+  text[length] = '\0';
+  char const* field = std::strrchr(text, ')');
+  for (int index = 2; field != nullptr && index < 20; ++index) field = std::strchr(field + 1, ' ');
+  return field != nullptr && std::strtol(field + 1, nullptr, 10) == 1;
+}
+
+// The worker's cap on oneTBB; it lives as long as the worker, which leaves
+// through _exit. (Not a function-local static: its guard lock may have been
+// held by another thread of the caller at the fork.)
+tbb::global_control* worker_tbb_cap = nullptr;
+
+template <class Function>
+Function* find_symbol(char const* name) noexcept {
+  return reinterpret_cast<Function*>(dlsym(RTLD_DEFAULT, name));
+}
+
+}  // namespace
+
+void prepare_to_fork(std::chrono::microseconds patience) noexcept {
+  if (!single_threaded()) {
+    // oneTBB's idle threads spin for a while after a parallel loop, taking
+    // its locks, then sleep. Two quiet looks in a row mean they sleep.
+    auto const deadline = std::chrono::steady_clock::now() + patience;
+    int quiet = 0;
+    while (quiet < 2 && std::chrono::steady_clock::now() < deadline) {
+      if (other_threads_running()) {
+        quiet = 0;
+        std::this_thread::yield();
+      } else {
+        ++quiet;
+      }
+    }
+  }
+  // GNU OpenMP has no fork handler: a child finds a pool of threads that do
+  // not exist there. Pausing drops the pool. LLVM's OpenMP (which defines
+  // kmp_set_defaults) handles fork itself.
+  using pause_function = int(int);
+  if (auto* pause = find_symbol<pause_function>("omp_pause_resource_all");
+      pause != nullptr && find_symbol<void(char const*)>("kmp_set_defaults") == nullptr)
+    pause(2 /* omp_pause_hard */);
+  std::fflush(nullptr);
+}
+
+bool become_worker(pid_t caller, int cpu_share) noexcept {
+  // No orphans: the worker dies when the thread that forked it does.
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != caller) return false;
+  limit_cpu_count_to_worker_share(cpu_share);
+  std::string const threads = std::to_string(cpu_share);
+  for (char const* variable : {"OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
+                               "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS"})
+    setenv(variable, threads.c_str(), 1);
+  if (auto* set_threads = find_symbol<void(int)>("omp_set_num_threads"); set_threads != nullptr)
+    set_threads(cpu_share);
+  try {
+    worker_tbb_cap =
+        new tbb::global_control(tbb::global_control::max_allowed_parallelism, static_cast<std::size_t>(cpu_share));
+  } catch (...) {
+    // Out of memory at start: the worker runs uncapped rather than not at all.
+  }
+  return true;
+}
+
+}  // namespace xjob::detail::process

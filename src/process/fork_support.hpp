@@ -1,0 +1,29 @@
+// Making fork() from a multi-threaded caller safe for the worker it makes.
+// The child holds copies of every lock as it was at the fork; a lock held by
+// another thread then stays held forever. glibc guards malloc and stdio, and
+// xjob guards its own caches, but oneTBB and GNU OpenMP do not guard theirs:
+// a worker forked while a oneTBB thread held one, or after GNU OpenMP made
+// its thread pool, hangs on its first nested parallel loop.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+
+namespace xjob::detail::process {
+
+// Called in the caller just before it forks workers: waits (up to `patience`)
+// until no other thread of the process is running, so none is inside a
+// oneTBB critical section; releases GNU OpenMP's thread pool (it is rebuilt
+// on the next parallel region); flushes stdio so that no buffered output is
+// written twice.
+void prepare_to_fork(std::chrono::microseconds patience) noexcept;
+
+// Called first in a new worker: dies with the caller (SIGKILL when the
+// forking thread ends), and caps nested parallelism at `cpu_share` threads:
+// oneTBB's max_allowed_parallelism, OpenMP's thread count, the usual BLAS
+// variables, and xjob::cpu_count(). Returns false if the caller is already
+// gone.
+[[nodiscard]] bool become_worker(pid_t caller, int cpu_share) noexcept;
+
+}  // namespace xjob::detail::process

@@ -1,0 +1,132 @@
+#include "worker_channel.hpp"
+
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <ctime>
+
+#include <xjob/errors.hpp>
+
+namespace xjob::detail::process {
+
+namespace {
+
+// Process-shared futex (no FUTEX_PRIVATE_FLAG): the word is in shared memory.
+void futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected, long timeout_ns) noexcept {
+  timespec timeout{0, timeout_ns};
+  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT, expected, &timeout, nullptr, 0);
+}
+
+void futex_wake(std::atomic<std::uint32_t>& word) noexcept {
+  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE, 1, nullptr, nullptr, 0);
+}
+
+}  // namespace
+
+void record_sender::send(record_kind kind, std::size_t begin, std::size_t end, std::string_view payload) noexcept {
+  record_header const header{kind, 0, begin, end, payload.size()};
+  put({reinterpret_cast<char const*>(&header), sizeof header});
+  put(payload);
+  std::uint64_t const unread =
+      slot_.written.load(std::memory_order_relaxed) - slot_.consumed.load(std::memory_order_relaxed);
+  if (prompt_ || kind == record_kind::failure || unread > ring_bytes / 2) wake_caller();
+}
+
+void record_sender::send_failure(std::size_t task, std::string_view type_name, std::string_view message) noexcept {
+  try {
+    scratch_.clear();
+    std::uint64_t const type_bytes = type_name.size();
+    scratch_.append(reinterpret_cast<char const*>(&type_bytes), sizeof type_bytes);
+    scratch_.append(type_name);
+    scratch_.append(message);
+  } catch (...) {
+    scratch_.clear();  // out of memory: the failure still goes, without words
+  }
+  send(record_kind::failure, task, task + 1, scratch_);
+}
+
+void record_sender::put(std::string_view bytes) noexcept {
+  while (!bytes.empty()) {
+    std::uint64_t const written = slot_.written.load(std::memory_order_relaxed);
+    std::uint64_t const free = ring_bytes - (written - slot_.consumed.load(std::memory_order_acquire));
+    if (free == 0) {
+      // Full: make sure the caller drains, then sleep until it has.
+      wake_caller();
+      slot_.writer_sleeping.store(1, std::memory_order_seq_cst);
+      if (slot_.consumed.load(std::memory_order_seq_cst) == written - ring_bytes)
+        futex_wait(slot_.writer_sleeping, 1, 20'000'000);
+      slot_.writer_sleeping.store(0, std::memory_order_relaxed);
+      continue;
+    }
+    std::size_t const count = static_cast<std::size_t>(std::min<std::uint64_t>(free, bytes.size()));
+    std::size_t const at = static_cast<std::size_t>(written % ring_bytes);
+    std::size_t const first = std::min(count, ring_bytes - at);
+    std::memcpy(ring_ + at, bytes.data(), first);
+    std::memcpy(ring_, bytes.data() + first, count - first);
+    slot_.written.store(written + count, std::memory_order_release);
+    bytes.remove_prefix(count);
+  }
+}
+
+void record_sender::wake_caller() noexcept {
+  // Pairs with the caller's store of caller_sleeping before its last look at
+  // the rings: either it sees our data, or we see it sleeping.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (header_.caller_sleeping.load(std::memory_order_relaxed) != 0 &&
+      header_.caller_sleeping.exchange(0, std::memory_order_relaxed) != 0) {
+    std::uint64_t const one = 1;
+    [[maybe_unused]] ssize_t const ignored = write(header_.wake_fd, &one, sizeof one);
+  }
+}
+
+bool record_receiver::drain() {
+  std::uint64_t const written = slot_->written.load(std::memory_order_acquire);
+  std::uint64_t const consumed = slot_->consumed.load(std::memory_order_relaxed);
+  if (written == consumed) return false;
+  if (parsed_ > 0) {
+    pending_.erase(0, parsed_);
+    parsed_ = 0;
+  }
+  std::size_t const count = static_cast<std::size_t>(written - consumed);
+  std::size_t const at = static_cast<std::size_t>(consumed % ring_bytes);
+  std::size_t const first = std::min(count, ring_bytes - at);
+  pending_.append(reinterpret_cast<char const*>(ring_ + at), first);
+  pending_.append(reinterpret_cast<char const*>(ring_), count - first);
+  slot_->consumed.store(written, std::memory_order_seq_cst);
+  if (slot_->writer_sleeping.load(std::memory_order_seq_cst) != 0 &&
+      slot_->writer_sleeping.exchange(0, std::memory_order_relaxed) != 0)
+    futex_wake(slot_->writer_sleeping);
+  return true;
+}
+
+std::optional<record_receiver::record> record_receiver::next() {
+  std::size_t const available = pending_.size() - parsed_;
+  if (available < sizeof(record_header)) return std::nullopt;
+  record header;
+  std::memcpy(&header.header, pending_.data() + parsed_, sizeof(record_header));
+  if (available - sizeof(record_header) < header.header.payload_bytes) return std::nullopt;
+  header.payload = std::string_view(pending_).substr(parsed_ + sizeof(record_header),
+                                                     static_cast<std::size_t>(header.header.payload_bytes));
+  parsed_ += sizeof(record_header) + static_cast<std::size_t>(header.header.payload_bytes);
+  return header;
+}
+
+void record_receiver::reset() noexcept {
+  pending_.clear();
+  parsed_ = 0;
+}
+
+std::pair<std::string, std::string> decode_failure(std::string_view payload) {
+  std::uint64_t type_bytes = 0;
+  if (payload.size() < sizeof type_bytes) return {"unknown exception", "(the worker ran out of memory describing it)"};
+  std::memcpy(&type_bytes, payload.data(), sizeof type_bytes);
+  payload.remove_prefix(sizeof type_bytes);
+  if (type_bytes > payload.size()) throw error("a worker sent a malformed failure record");
+  return {std::string(payload.substr(0, static_cast<std::size_t>(type_bytes))),
+          std::string(payload.substr(static_cast<std::size_t>(type_bytes)))};
+}
+
+}  // namespace xjob::detail::process

@@ -1,0 +1,105 @@
+// What a "processes" call shares with its worker processes: per worker, where
+// it is (the batch it holds, the task it runs) and a one-way ring of bytes
+// through which it sends results and failures to the caller. The worker
+// writes without system calls; it wakes the caller (an eventfd) only when
+// the caller sleeps and wants to hear: promptly for calls someone follows,
+// else when the ring is half full.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <xjob/batch_call.hpp>
+
+namespace xjob::detail::process {
+
+inline constexpr std::size_t ring_bytes = std::size_t(512) << 10;
+
+struct alignas(64) call_header {
+  std::atomic<std::uint32_t> caller_sleeping{0};
+  int wake_fd = -1;  // eventfd the caller polls
+};
+
+struct alignas(64) worker_slot {
+  // Written by the worker; read by the caller, also after the worker died.
+  std::atomic<std::size_t> current_task{0};
+  std::atomic<std::uint32_t> in_task{0};
+  // The batch the worker holds: taken, and its results not yet all sent.
+  std::atomic<std::size_t> held_begin{0};
+  std::atomic<std::size_t> held_end{0};
+  // Written by the caller before the worker starts: tasks to run first (a
+  // retry of what a dead worker held).
+  std::size_t retry_begin = 0;
+  std::size_t retry_end = 0;
+  alignas(64) std::atomic<std::uint64_t> written{0};   // ring bytes published
+  alignas(64) std::atomic<std::uint64_t> consumed{0};  // ring bytes the caller took
+  std::atomic<std::uint32_t> writer_sleeping{0};       // futex word
+};
+
+enum class record_kind : std::uint32_t { results = 1, failure = 2 };
+
+struct record_header {
+  record_kind kind = record_kind::results;
+  std::uint32_t reserved = 0;
+  std::uint64_t begin = 0;  // results: the tasks [begin, end); failure: the task
+  std::uint64_t end = 0;
+  std::uint64_t payload_bytes = 0;
+};
+
+// The worker's end.
+class record_sender {
+ public:
+  record_sender(call_header& header, worker_slot& slot, std::byte* ring, bool prompt) noexcept
+      : header_(header), slot_(slot), ring_(ring), prompt_(prompt) {}
+
+  // Blocks while the ring is full.
+  void send(record_kind kind, std::size_t begin, std::size_t end, std::string_view payload) noexcept;
+  // A failure: the task's exception type and message.
+  void send_failure(std::size_t task, std::string_view type_name, std::string_view message) noexcept;
+
+ private:
+  void put(std::string_view bytes) noexcept;
+  void wake_caller() noexcept;
+
+  call_header& header_;
+  worker_slot& slot_;
+  std::byte* ring_;
+  bool prompt_;
+  std::string scratch_;
+};
+
+// The caller's end, one per worker.
+class record_receiver {
+ public:
+  struct record {
+    record_header header;
+    std::string_view payload;
+  };
+
+  record_receiver(worker_slot& slot, std::byte* ring) noexcept : slot_(&slot), ring_(ring) {}
+
+  // Takes what the worker published; true if there was anything.
+  bool drain();
+  // The next whole record (valid until the next call), or nothing.
+  std::optional<record> next();
+  [[nodiscard]] bool has_unpublished_data() const noexcept {
+    return slot_->written.load(std::memory_order_acquire) != slot_->consumed.load(std::memory_order_relaxed);
+  }
+  // For a fresh worker in the same slot: forgets a dead worker's partial record.
+  void reset() noexcept;
+
+ private:
+  worker_slot* slot_;
+  std::byte* ring_;
+  std::string pending_;
+  std::size_t parsed_ = 0;
+};
+
+// Decodes a failure record's payload into type name and message.
+[[nodiscard]] std::pair<std::string, std::string> decode_failure(std::string_view payload);
+
+}  // namespace xjob::detail::process
