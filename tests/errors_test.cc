@@ -1,6 +1,10 @@
 #include <xjob/errors.hpp>
 
+#include <csignal>
+#include <chrono>
+#include <optional>
 #include <stdexcept>
+#include <string>
 
 #include <catch2/catch.hpp>
 
@@ -58,4 +62,26 @@ TEST_CASE("npy_error names the file, the problem, and the system error") {
   REQUIRE(std::string(e.what()) == "in.npy: cannot open (No such file or directory)");
   REQUIRE(e.path() == "in.npy");
   REQUIRE(e.code() == std::errc::no_such_file_or_directory);
+}
+
+TEST_CASE("worker_crashed says which worker died running which task, and how") {
+  xjob::worker_crashed const killed(17, 4711, SIGSEGV, -1, 1);
+  REQUIRE(std::string(killed.what()) ==
+          "worker process 4711 died running task 17: killed by signal 11 (SIGSEGV: Segmentation fault)");
+  REQUIRE(killed.task_index() == std::optional<std::size_t>(17));
+  REQUIRE(killed.pid() == 4711);
+  REQUIRE(killed.signal() == SIGSEGV);
+  xjob::worker_crashed const exited(std::nullopt, 12, 0, 3, 1);
+  REQUIRE(std::string(exited.what()) == "worker process 12 died between tasks: exited with status 3");
+  REQUIRE(exited.exit_status() == 3);
+  xjob::worker_crashed const retried(5, 13, SIGKILL, -1, 3);
+  REQUIRE_THAT(retried.what(), Catch::Contains("(the task ran 3 times, killing its worker each time)"));
+  REQUIRE_THROWS_AS(throw retried, xjob::error);
+}
+
+TEST_CASE("timeout_error keeps the task and the limit") {
+  xjob::timeout_error const e("task 4 ran too long", 4, std::chrono::milliseconds(300));
+  REQUIRE(e.task_index() == std::optional<std::size_t>(4));
+  REQUIRE(e.limit().count() == Approx(0.3));
+  REQUIRE_THROWS_AS(throw e, xjob::error);
 }

@@ -40,6 +40,13 @@ namespace xjob {
 template <class T>
 inline constexpr bool in_process_only = false;
 
+namespace detail {
+// Copied as bytes. (GCC counts a class whose copies are all deleted, such as
+// std::mutex, as trivially copyable; such a class does not travel.)
+template <class T>
+inline constexpr bool travels_as_bytes = std::is_trivially_copyable_v<T> && std::is_copy_constructible_v<T>;
+}  // namespace detail
+
 // A result that can come back from a worker process. Trivially copyable
 // types are copied as bytes (a pointer then still points into the worker's
 // copy of memory: fine for memory mapped before the fork, dangling for
@@ -48,7 +55,7 @@ inline constexpr bool in_process_only = false;
 //                  template <class A> void serialize(A& a) { a(mean, hist); } };
 template <class T>
 concept transferable =
-    std::is_trivially_copyable_v<T> ||
+    detail::travels_as_bytes<T> ||
     (std::is_default_constructible_v<T> && std::is_move_assignable_v<T> &&
      cereal::traits::is_output_serializable<T, cereal::BinaryOutputArchive>::value &&
      cereal::traits::is_input_serializable<T, cereal::BinaryInputArchive>::value);

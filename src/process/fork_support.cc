@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <new>
 #include <string>
 #include <thread>
 
@@ -71,10 +72,25 @@ bool single_threaded() noexcept {
   return field != nullptr && std::strtol(field + 1, nullptr, 10) == 1;
 }
 
-// The worker's cap on oneTBB; it lives as long as the worker, which leaves
-// through _exit. (Not a function-local static: its guard lock may have been
-// held by another thread of the caller at the fork.)
-tbb::global_control* worker_tbb_cap = nullptr;
+// The worker's cap on oneTBB, in static storage: it lives as long as the
+// worker (which leaves through _exit), and neither a function-local static
+// (its guard lock may have been held by another thread of the caller at the
+// fork) nor a heap object (a leak checker's complaint at exit).
+alignas(tbb::global_control) unsigned char worker_tbb_cap[sizeof(tbb::global_control)];
+
+// The kernel's sigaction, set with the raw system call: sanitizers intercept
+// signal() and keep their own handlers for crash signals.
+struct kernel_sigaction {
+  void (*handler)(int);
+  unsigned long flags;
+  void (*restorer)();
+  unsigned long mask;
+};
+
+void restore_default_action(int signal_number) noexcept {
+  kernel_sigaction const action{SIG_DFL, 0, nullptr, 0};
+  syscall(SYS_rt_sigaction, signal_number, &action, nullptr, sizeof action.mask);
+}
 
 template <class Function>
 Function* find_symbol(char const* name) noexcept {
@@ -111,6 +127,11 @@ void prepare_to_fork(std::chrono::microseconds patience) noexcept {
 bool become_worker(pid_t caller, int cpu_share) noexcept {
   // No orphans: the worker dies when the thread that forked it does.
   if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != caller) return false;
+  // A crash ends the worker as what it is, for the caller to report: the
+  // caller's crash handlers (a test framework's, a crash reporter's) would
+  // run in the worker and make it look like something else.
+  for (int crash_signal : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGTRAP, SIGSYS})
+    restore_default_action(crash_signal);
   limit_cpu_count_to_worker_share(cpu_share);
   std::string const threads = std::to_string(cpu_share);
   for (char const* variable : {"OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
@@ -119,8 +140,8 @@ bool become_worker(pid_t caller, int cpu_share) noexcept {
   if (auto* set_threads = find_symbol<void(int)>("omp_set_num_threads"); set_threads != nullptr)
     set_threads(cpu_share);
   try {
-    worker_tbb_cap =
-        new tbb::global_control(tbb::global_control::max_allowed_parallelism, static_cast<std::size_t>(cpu_share));
+    new (worker_tbb_cap)
+        tbb::global_control(tbb::global_control::max_allowed_parallelism, static_cast<std::size_t>(cpu_share));
   } catch (...) {
     // Out of memory at start: the worker runs uncapped rather than not at all.
   }

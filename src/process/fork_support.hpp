@@ -20,7 +20,7 @@ namespace xjob::detail::process {
 void prepare_to_fork(std::chrono::microseconds patience) noexcept;
 
 // Called first in a new worker: dies with the caller (SIGKILL when the
-// forking thread ends), and caps nested parallelism at `cpu_share` threads:
+// forking thread ends), restores the default action of crash signals, and caps nested parallelism at `cpu_share` threads:
 // oneTBB's max_allowed_parallelism, OpenMP's thread count, the usual BLAS
 // variables, and xjob::cpu_count(). Returns false if the caller is already
 // gone.

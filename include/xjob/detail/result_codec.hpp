@@ -62,7 +62,7 @@ class result_codec {
   void save(std::size_t begin, std::size_t end, std::string& bytes) const {
     if constexpr (in_process_only<R>) {
       throw error(stays_in_process());
-    } else if constexpr (std::is_trivially_copyable_v<R>) {
+    } else if constexpr (travels_as_bytes<R>) {
       if constexpr (std::is_same_v<Slot, R>) {
         bytes.append(reinterpret_cast<char const*>(slots_ + begin), (end - begin) * sizeof(R));
       } else {
@@ -79,7 +79,7 @@ class result_codec {
   void load(std::size_t begin, std::size_t end, std::string_view bytes) {
     if constexpr (in_process_only<R>) {
       throw error(stays_in_process());
-    } else if constexpr (std::is_trivially_copyable_v<R>) {
+    } else if constexpr (travels_as_bytes<R>) {
       if (bytes.size() != (end - begin) * sizeof(R)) throw malformed(begin, end, bytes.size());
       if constexpr (std::is_same_v<Slot, R>) {
         std::memcpy(static_cast<void*>(slots_ + begin), bytes.data(), bytes.size());

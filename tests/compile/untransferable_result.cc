@@ -1,0 +1,12 @@
+// Must not compile: a task result that cannot come back from a worker
+// process (see transfer_compile_test.sh).
+#include <functional>
+#include <ranges>
+
+#include <xjob/parallel.hpp>
+
+int main() {
+  auto callbacks = xjob::parallel(2).map([](int i) { return std::function<int()>([i] { return i; }); },
+                                         std::views::iota(0, 4));
+  return callbacks.size() == 4 ? 0 : 1;
+}

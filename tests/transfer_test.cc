@@ -1,0 +1,134 @@
+// Which results can leave a worker process, and the codec that carries them:
+// raw bytes for trivially copyable types, cereal for the rest, and a clear
+// error for bytes that do not hold what they should.
+#include <xjob/transfer.hpp>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <catch2/catch.hpp>
+
+#include "test_support.hpp"
+#include <xjob/detail/result_codec.hpp>
+#include <xjob/errors.hpp>
+
+namespace {
+
+struct point {
+  double x = 0;
+  double y = 0;
+  friend bool operator==(point const&, point const&) = default;
+};
+
+struct histogram {
+  std::string name;
+  std::vector<long> bins;
+  template <class Archive>
+  void serialize(Archive& archive) {
+    archive(name, bins);
+  }
+  friend bool operator==(histogram const&, histogram const&) = default;
+};
+
+struct serialisable_without_default {
+  explicit serialisable_without_default(int v) : value(std::to_string(v)) {}
+  std::string value;
+  template <class Archive>
+  void serialize(Archive& archive) {
+    archive(value);
+  }
+};
+
+struct handle {
+  std::mutex guard;
+};
+
+template <class R, class Slot = R>
+std::vector<Slot> round_trip(std::vector<Slot> const& from, std::size_t begin, std::size_t end) {
+  std::vector<Slot> source = from;
+  std::string bytes;
+  xjob::detail::result_codec<R, Slot>(source.data()).save(begin, end, bytes);
+  std::vector<Slot> target(from.size());
+  xjob::detail::result_codec<R, Slot>(target.data()).load(begin, end, bytes);
+  return target;
+}
+
+}  // namespace
+
+template <>
+inline constexpr bool xjob::in_process_only<handle> = true;
+
+TEST_CASE("transferable: what can come back from a worker process") {
+  STATIC_REQUIRE(xjob::transferable<int>);
+  STATIC_REQUIRE(xjob::transferable<point>);
+  STATIC_REQUIRE(xjob::transferable<unsigned __int128>);
+  STATIC_REQUIRE(xjob::transferable<std::pair<int, unsigned __int128>>);
+  STATIC_REQUIRE(xjob::transferable<std::string>);
+  STATIC_REQUIRE(xjob::transferable<std::vector<double>>);
+  STATIC_REQUIRE(xjob::transferable<std::map<std::string, std::vector<int>>>);
+  STATIC_REQUIRE(xjob::transferable<std::optional<std::string>>);
+  STATIC_REQUIRE(xjob::transferable<xt::xtensor<double, 2>>);
+  STATIC_REQUIRE(xjob::transferable<xt::xarray<float>>);
+  STATIC_REQUIRE(xjob::transferable<histogram>);
+  STATIC_REQUIRE_FALSE(xjob::transferable<std::mutex>);
+  STATIC_REQUIRE_FALSE(xjob::transferable<std::function<int()>>);
+  STATIC_REQUIRE_FALSE(xjob::transferable<serialisable_without_default>);
+  STATIC_REQUIRE_FALSE(xjob::transferable<handle>);
+}
+
+TEST_CASE("trivially copyable results travel as their bytes") {
+  std::vector<point> const points = {{1, 2}, {3, 4}, {5, 6}, {7, 8}};
+  auto const back = round_trip<point>(points, 1, 3);
+  REQUIRE(back[1] == points[1]);
+  REQUIRE(back[2] == points[2]);
+  REQUIRE(back[0] == point{});  // outside the range: untouched
+  std::vector<std::optional<bool>> const flags = {true, false, true};
+  auto const flags_back = round_trip<bool, std::optional<bool>>(flags, 0, 3);
+  REQUIRE(flags_back == flags);
+}
+
+TEST_CASE("other results travel through cereal: strings, containers, xtensor, user types") {
+  std::vector<std::string> const words = {"", "one", std::string(100000, 'x')};
+  REQUIRE(round_trip<std::string>(words, 0, 3) == words);
+  std::vector<histogram> const histograms = {{"a", {1, 2, 3}}, {"b", {}}};
+  REQUIRE(round_trip<histogram>(histograms, 0, 2) == histograms);
+  xt::xtensor<double, 2> a = {{1.0, 2.0, 3.0}, {4.0, 5.0, 6.0}};
+  std::vector<xt::xtensor<double, 2>> const tensors = {a, a * 2.0};
+  auto const tensors_back = round_trip<xt::xtensor<double, 2>>(tensors, 0, 2);
+  REQUIRE(tensors_back[1].shape() == tensors[1].shape());
+  REQUIRE((tensors_back[1] == tensors[1]));
+  xt::xarray<std::string> labels = xt::xarray<std::string>::from_shape({2, 2});
+  labels(1, 0) = "r";
+  labels(0, 1) = "q";
+  std::vector<xt::xarray<std::string>> const strings = {labels};
+  auto const strings_back = round_trip<xt::xarray<std::string>>(strings, 0, 1);
+  REQUIRE(strings_back[0].dimension() == 2);
+  REQUIRE(strings_back[0](1, 0) == "r");
+}
+
+TEST_CASE("bytes that do not hold the results are an error naming the tasks") {
+  std::vector<int> slots(10);
+  xjob::detail::result_codec<int, int> ints(slots.data());
+  XJOB_REQUIRE_THROWS_WITH_TEXT(ints.load(2, 5, std::string(7, '\0')), xjob::error,
+                                "the results of tasks 2 to 4 came back from their worker malformed (7 bytes)");
+  std::vector<std::string> words(4);
+  xjob::detail::result_codec<std::string, std::string> strings(words.data());
+  std::string bytes;
+  strings.save(0, 2, bytes);
+  XJOB_REQUIRE_THROWS_WITH_TEXT(strings.load(0, 3, bytes), xjob::error, "tasks 0 to 2 came back");
+  XJOB_REQUIRE_THROWS_WITH_TEXT(strings.load(0, 1, bytes), xjob::error, "tasks 0 to 0 came back");
+}
+
+TEST_CASE("a result declared in_process_only is refused when it would have to travel") {
+  std::vector<std::optional<handle>> slots(1);
+  xjob::detail::result_codec<handle, std::optional<handle>> codec(slots.data());
+  REQUIRE_THAT(codec.stays_in_process(), Catch::Contains("declared xjob::in_process_only"));
+  std::string bytes;
+  REQUIRE_THROWS_AS(codec.save(0, 1, bytes), xjob::error);
+}
