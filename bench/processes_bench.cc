@@ -6,13 +6,19 @@
 //
 // 1. Elementwise map y = sqrt(x)*2+1 over float64, 2 workers: processes,
 //    threads and raw oneTBB, into a warm output and a fresh output per
-//    repetition; then the peak memory (PSS of the caller plus its worker
-//    processes) of a processes call into the warm output.
+//    repetition, with page-fault counts; then the peak memory (PSS of the
+//    caller plus its worker processes) of a processes call into the warm
+//    output.
 // 2. Pool start: from the call to the first task running, while the caller
-//    holds nothing, a 1 GiB shared_array, or a 1 GiB private xtensor.
+//    holds nothing, a 1 GiB shared_array, or a 1 GiB private xtensor (and
+//    what the caller's next write to that array costs after the fork).
 // 3. Dispatch cost per tiny task, automatic batches and batch_size = 1.
 // 4. Compute-bound jobs (128-bit sums of squares, chained MD5): processes,
-//    threads, raw std::thread and sequential.
+//    threads, raw std::thread and sequential; and, as a diagnostic, MD5
+//    through one-shot EVP_Digest(EVP_md5()), whose lock threads share.
+//
+// Each section ends with a [noise: ...] line: how much CPU other processes
+// took meanwhile (the machine has 2 vCPUs and other people's builds).
 //
 // Every section runs its variants interleaved (the order rotates each
 // repetition) after one untimed warm-up round; the machine is noisy, so only
@@ -21,6 +27,11 @@
 // program with exit status 1. Targets are reported, never enforced.
 #include <dirent.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -75,6 +86,72 @@ double seconds_since(clock_type::time_point start) {
   return std::chrono::duration<double>(clock_type::now() - start).count();
 }
 
+// Minor page faults so far of this process and of its reaped children.
+long minor_faults() {
+  rusage self{};
+  rusage children{};
+  getrusage(RUSAGE_SELF, &self);
+  getrusage(RUSAGE_CHILDREN, &children);
+  return self.ru_minflt + children.ru_minflt;
+}
+
+std::string load_average() {
+  std::FILE* file = std::fopen("/proc/loadavg", "r");
+  if (file == nullptr) return "?";
+  char text[128] = {};
+  if (std::fgets(text, sizeof text, file) == nullptr) text[0] = '\0';
+  std::fclose(file);
+  std::string out(text);
+  while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
+  return out;
+}
+
+// How busy the machine was with other work during a section: CPU time the
+// whole machine spent (/proc/stat) minus what this process and its reaped
+// children spent (getrusage), and what the hypervisor stole.
+class noise_meter {
+ public:
+  noise_meter() : start_(clock_type::now()), machine_(machine_busy()), own_(own_cpu()) {}
+
+  [[nodiscard]] std::string report() const {
+    auto const [busy, steal] = machine_busy();
+    double const wall = seconds_since(start_);
+    double const others = (busy - machine_.first) - (own_cpu() - own_);
+    double const capacity = wall * static_cast<double>(std::max(1u, std::thread::hardware_concurrency()));
+    return fmt::format("other processes used {:.1f} CPU-s of {:.1f} ({:.0f}% of the machine) during this section; "
+                       "steal {:.1f} s; load average now {}",
+                       std::max(0.0, others), capacity, std::max(0.0, 100 * others / capacity),
+                       steal - machine_.second, load_average());
+  }
+
+ private:
+  // Busy and stolen CPU seconds of the whole machine so far.
+  static std::pair<double, double> machine_busy() {
+    std::FILE* file = std::fopen("/proc/stat", "r");
+    if (file == nullptr) return {0, 0};
+    unsigned long long v[8] = {};
+    int const got = std::fscanf(file, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+                                &v[4], &v[5], &v[6], &v[7]);
+    std::fclose(file);
+    if (got != 8) return {0, 0};
+    double const tick = static_cast<double>(sysconf(_SC_CLK_TCK));
+    // user nice system idle iowait irq softirq steal
+    return {static_cast<double>(v[0] + v[1] + v[2] + v[5] + v[6]) / tick, static_cast<double>(v[7]) / tick};
+  }
+  static double own_cpu() {
+    auto seconds = [](timeval const& t) { return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6; };
+    rusage self{};
+    rusage children{};
+    getrusage(RUSAGE_SELF, &self);
+    getrusage(RUSAGE_CHILDREN, &children);
+    return seconds(self.ru_utime) + seconds(self.ru_stime) + seconds(children.ru_utime) + seconds(children.ru_stime);
+  }
+
+  clock_type::time_point start_;
+  std::pair<double, double> machine_;
+  double own_;
+};
+
 // Lets spinning idle workers (oneTBB's) go to sleep so that they neither
 // steal a CPU from the next measurement nor delay its fork.
 void settle() { std::this_thread::sleep_for(std::chrono::milliseconds(20)); }
@@ -118,17 +195,6 @@ std::string to_decimal(unsigned __int128 value) {
   return digits;
 }
 
-std::string load_average() {
-  std::FILE* file = std::fopen("/proc/loadavg", "r");
-  if (file == nullptr) return "?";
-  char text[128] = {};
-  if (std::fgets(text, sizeof text, file) == nullptr) text[0] = '\0';
-  std::fclose(file);
-  std::string out(text);
-  while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
-  return out;
-}
-
 struct settings {
   bool quick = false;
   std::size_t elements = std::size_t(1) << 27;  // 1 GiB of float64
@@ -137,7 +203,7 @@ struct settings {
   long dispatch_auto_tasks = 2'000'000;
   long dispatch_one_tasks = 100'000;
   int dispatch_reps = 7;
-  long sum_count = 400'000'000;  // per job; about 0.4 s here
+  long sum_count = 600'000'000;  // per job; about 0.4 s here
   long md5_rounds = 1'000'000;   // per job
   int compute_reps = 5;
   int pss_runs = 3;
@@ -188,11 +254,22 @@ settings parse_arguments(int argc, char** argv) {
 
 // ------------------------------------------------------------ PSS sampler
 
-// Proportional set size (Pss) of one process, in KiB, from its
-// smaps_rollup; -1 if it cannot be read (the process ended).
-long read_pss_kib(char const* path) {
+// The Pss lines of one process's smaps_rollup, in KiB.
+struct rollup {
+  long pss = 0;
+  long pss_anon = 0;   // private memory and copy-on-write copies
+  long pss_shmem = 0;  // shared memory (the shared_arrays, the call's rings)
+};
+
+long field_kib(char const* text, char const* name) {
+  char const* line = std::strstr(text, name);
+  return line == nullptr ? -1 : std::strtol(line + std::strlen(name), nullptr, 10);
+}
+
+// Empty if the file cannot be read (the process ended).
+std::optional<rollup> read_rollup(char const* path) {
   int const fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return -1;
+  if (fd < 0) return std::nullopt;
   char text[4096];
   std::size_t length = 0;
   for (;;) {
@@ -203,9 +280,9 @@ long read_pss_kib(char const* path) {
   }
   close(fd);
   text[length] = '\0';
-  char const* line = std::strstr(text, "\nPss:");
-  if (line == nullptr) return -1;
-  return std::strtol(line + 5, nullptr, 10);
+  rollup r{field_kib(text, "\nPss:"), field_kib(text, "\nPss_Anon:"), field_kib(text, "\nPss_Shmem:")};
+  if (r.pss < 0) return std::nullopt;
+  return r;
 }
 
 // The children of every thread of this process.
@@ -226,12 +303,46 @@ std::vector<long> child_pids() {
   return pids;
 }
 
-// Sums the PSS of this process and its children every `period` on a thread
-// of its own, keeping the peak.
+// The state letter of process `pid` ('R', 'S', 'T' stopped, ...), or 0.
+char process_state(long pid) {
+  std::string const path = fmt::format("/proc/{}/stat", pid);
+  int const fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  char text[512];
+  ssize_t const length = read(fd, text, sizeof text - 1);
+  close(fd);
+  if (length <= 0) return 0;
+  text[length] = '\0';
+  char const* close_paren = std::strrchr(text, ')');
+  return close_paren != nullptr && close_paren[1] == ' ' ? close_paren[2] : 0;
+}
+
+// Sums the PSS of this process and its children on a thread of its own,
+// sleeping `period` between samples, and keeps the peak. The files cannot
+// be read at one instant, and while workers fault shared pages in, a page
+// moves from 1/1 in the caller to 1/2 + 1/2 (reading the caller before the
+// workers would count it 1.5 times, after them 0.5 times; with 2 GiB mapped
+// a read takes tens of ms). So each sample stops the workers (SIGSTOP),
+// waits until they are stopped, reads every process, and continues them
+// (SIGCONT): the caller alone does not change what maps what meanwhile.
 class pss_sampler {
  public:
+  struct peaks {
+    long pss = 0;
+    long anon = 0;  // the sum of Pss_Anon: private memory of caller + workers
+    long samples = 0;
+    std::size_t max_children = 0;
+    double seconds = 0;
+    double stopped_seconds = 0;  // how long the workers were held stopped, in all
+    bool realtime = false;       // the sampler ran at SCHED_FIFO priority
+  };
+
   explicit pss_sampler(std::chrono::microseconds period)
-      : thread_([this, period] {
+      : start_(clock_type::now()), thread_([this, period] {
+          // Ahead of the workers, which would otherwise leave it no CPU of
+          // the two (root may; elsewhere it samples less often).
+          sched_param const priority{.sched_priority = 1};
+          peaks_.realtime = pthread_setschedparam(pthread_self(), SCHED_FIFO, &priority) == 0;
           while (!stop_.load(std::memory_order_relaxed)) {
             sample();
             std::this_thread::sleep_for(period);
@@ -242,36 +353,73 @@ class pss_sampler {
   pss_sampler& operator=(pss_sampler const&) = delete;
   ~pss_sampler() { stop(); }
 
-  void stop() {
+  peaks stop() {
     if (thread_.joinable()) {
       stop_.store(true);
       thread_.join();
+      peaks_.seconds = seconds_since(start_);
     }
+    return peaks_;
   }
-  [[nodiscard]] long peak_kib() const { return peak_kib_; }
-  [[nodiscard]] long samples() const { return samples_; }
-  [[nodiscard]] std::size_t max_children() const { return max_children_; }
 
  private:
+  struct held {
+    long pid;
+    int pidfd;
+  };
+
   void sample() {
-    long total = read_pss_kib("/proc/self/smaps_rollup");
-    if (total < 0) return;
-    std::vector<long> const children = child_pids();
-    for (long pid : children) {
-      std::string const path = fmt::format("/proc/{}/smaps_rollup", pid);
-      long const pss = read_pss_kib(path.c_str());
-      if (pss > 0) total += pss;
+    // pidfds: a signal cannot reach a recycled pid.
+    std::vector<held> children;
+    for (long pid : child_pids()) {
+      int const fd = static_cast<int>(syscall(SYS_pidfd_open, static_cast<pid_t>(pid), 0));
+      if (fd < 0) continue;
+      if (syscall(SYS_pidfd_send_signal, fd, SIGSTOP, nullptr, 0) == 0) {
+        children.push_back({pid, fd});
+      } else {
+        close(fd);
+      }
     }
-    peak_kib_ = std::max(peak_kib_, total);
-    max_children_ = std::max(max_children_, children.size());
-    ++samples_;
+    auto const stopped_at = clock_type::now();
+    for (held const& child : children) {
+      auto const deadline = clock_type::now() + std::chrono::milliseconds(50);
+      for (;;) {
+        char const state = process_state(child.pid);
+        if (state == 'T' || state == 't' || state == 'Z' || state == 'X' || state == 0) break;
+        if (clock_type::now() > deadline) break;
+        std::this_thread::sleep_for(std::chrono::microseconds(20));
+      }
+    }
+    rollup sum;
+    bool complete = true;
+    if (std::optional<rollup> const self = read_rollup("/proc/self/smaps_rollup")) {
+      sum = *self;
+    } else {
+      complete = false;
+    }
+    for (held const& child : children) {
+      std::string const path = fmt::format("/proc/{}/smaps_rollup", child.pid);
+      if (std::optional<rollup> const r = read_rollup(path.c_str())) {
+        sum.pss += r->pss;
+        sum.pss_anon += r->pss_anon;
+      }
+    }
+    for (held const& child : children) {
+      syscall(SYS_pidfd_send_signal, child.pidfd, SIGCONT, nullptr, 0);
+      close(child.pidfd);
+    }
+    if (!children.empty()) peaks_.stopped_seconds += seconds_since(stopped_at);
+    if (!complete) return;
+    peaks_.pss = std::max(peaks_.pss, sum.pss);
+    peaks_.anon = std::max(peaks_.anon, sum.pss_anon);
+    peaks_.max_children = std::max(peaks_.max_children, children.size());
+    ++peaks_.samples;
   }
 
   std::atomic<bool> stop_{false};
-  long peak_kib_ = 0;
-  long samples_ = 0;
-  std::size_t max_children_ = 0;
-  std::thread thread_;  // last: starts after the counters exist
+  peaks peaks_;
+  clock_type::time_point start_;
+  std::thread thread_;  // last: starts after the rest exists
 };
 
 // ------------------------------------------------------- 1. elementwise map
@@ -286,16 +434,15 @@ struct map_variant {
   std::string name;
   std::string group;    // "warm" or "fresh"
   std::string backend;  // "processes", "threads", "raw TBB"
-  std::function<double()> run;  // returns the timed seconds
+  std::function<std::pair<double, long>()> run;  // the timed seconds, and minor faults in them
   std::vector<double> seconds;
+  std::vector<double> faults;
 };
 
 struct pss_result {
   std::string name;
-  std::vector<double> peak_mib;
-  std::vector<double> seconds;
-  long samples = 0;
-  std::size_t max_children = 0;
+  std::vector<pss_sampler::peaks> runs;
+  std::vector<double> seconds;  // of the calls
 };
 
 class map_section {
@@ -325,8 +472,11 @@ class map_section {
                s_.map_reps);
     std::fflush(stdout);
     interleave(variants_, s_.map_reps, "map", [](map_variant& v, bool timed) {
-      double const took = v.run();
-      if (timed) v.seconds.push_back(took);
+      auto const [took, faults] = v.run();
+      if (timed) {
+        v.seconds.push_back(took);
+        v.faults.push_back(static_cast<double>(faults));
+      }
     });
     print_table();
     measure_pss();
@@ -339,9 +489,11 @@ class map_section {
   }
   [[nodiscard]] double bytes_one() const { return static_cast<double>(n_) * sizeof(double); }
   [[nodiscard]] double peak_pss_mib(std::string_view name) const {
+    long peak = -1;
     for (auto const& p : pss_)
-      if (p.name == name) return summarize(p.peak_mib).max;
-    return std::numeric_limits<double>::quiet_NaN();
+      if (p.name == name)
+        for (auto const& r : p.runs) peak = std::max(peak, r.pss);
+    return peak < 0 ? std::numeric_limits<double>::quiet_NaN() : static_cast<double>(peak) / 1024.0;
   }
   [[nodiscard]] double baseline_pss_mib() const { return baseline_pss_mib_; }
 
@@ -393,29 +545,37 @@ class map_section {
     });
   }
 
-  double warm_xjob(std::string const& name, xjob::parallel const& par) {
+  // `settled`: oneTBB's threads (which poisoned the output) go to sleep
+  // before the timed call; otherwise it starts right after a TBB loop.
+  std::pair<double, long> warm_xjob(std::string const& name, xjob::parallel const& par, bool settled = true) {
     poison(out_.data());
+    if (settled) settle();
+    long const faults = minor_faults();
     auto const start = clock_type::now();
     par.map_chunks(x_, map_fn, out_);
     double const took = seconds_since(start);
+    long const faulted = minor_faults() - faults;
     check(name, out_.data());
-    return took;
+    return {took, faulted};
   }
 
-  double fresh_xjob(std::string const& name, xjob::parallel const& par) {
+  std::pair<double, long> fresh_xjob(std::string const& name, xjob::parallel const& par) {
+    long const faults = minor_faults();
     auto const start = clock_type::now();
     xjob::shared_array<double> y = par.map_chunks(x_, map_fn);
     double const took = seconds_since(start);
+    long const faulted = minor_faults() - faults;
     if (y.size() != n_) fail(fmt::format("{}: {} elements, expected {}", name, y.size(), n_));
     check(name, y.data());
-    return took;
+    return {took, faulted};
   }
 
   static constexpr auto map_fn = [](auto const& in, auto&& out) { out = xt::sqrt(in) * 2.0 + 1.0; };
 
   void define_variants() {
-    auto add = [this](std::string name, std::string group, std::string backend, std::function<double()> run) {
-      variants_.push_back({std::move(name), std::move(group), std::move(backend), std::move(run), {}});
+    auto add = [this](std::string name, std::string group, std::string backend,
+                      std::function<std::pair<double, long>()> run) {
+      variants_.push_back({std::move(name), std::move(group), std::move(backend), std::move(run), {}, {}});
     };
     add("xjob processes  map_chunks(x, f, out)", "warm", "processes",
         [this] { return warm_xjob("warm processes", procs_); });
@@ -423,29 +583,36 @@ class map_section {
         [this] { return warm_xjob("warm threads", threads_); });
     add("raw TBB parallel_for into out", "warm", "raw TBB", [this] {
       poison(out_.data());
+      settle();
+      long const faults = minor_faults();
       auto const start = clock_type::now();
       raw_tbb(out_.data());
       double const took = seconds_since(start);
+      long const faulted = minor_faults() - faults;
       check("warm raw TBB", out_.data());
-      return took;
+      return std::pair{took, faulted};
     });
+    add("(diag.) processes, right after a TBB loop", "warm", "processes after TBB",
+        [this] { return warm_xjob("warm processes after TBB", procs_, false); });
     add("xjob processes  y = map_chunks(x, f)", "fresh", "processes",
         [this] { return fresh_xjob("fresh processes", procs_); });
     add("xjob threads    y = map_chunks(x, f)", "fresh", "threads",
         [this] { return fresh_xjob("fresh threads", threads_); });
     add("raw TBB into a fresh unique_ptr<double[]>", "fresh", "raw TBB", [this] {
+      long const faults = minor_faults();
       auto const start = clock_type::now();
       std::unique_ptr<double[]> y = std::make_unique_for_overwrite<double[]>(n_);
       raw_tbb(y.get());
       double const took = seconds_since(start);
+      long const faulted = minor_faults() - faults;
       check("fresh raw TBB", y.get());
-      return took;
+      return std::pair{took, faulted};
     });
   }
 
   void print_table() const {
-    fmt::print("{:<44} {:>8} {:>8} {:>8} {:>7} {:>12}\n", "variant", "median s", "min s", "max s", "GB/s",
-               "vs threads");
+    fmt::print("{:<44} {:>8} {:>8} {:>8} {:>7} {:>11} {:>10}\n", "variant", "median s", "min s", "max s", "GB/s",
+               "vs threads", "faults");
     std::string group;
     for (auto const& v : variants_) {
       if (v.group != group) {
@@ -454,57 +621,81 @@ class map_section {
                                    : "fresh output (new array each repetition):\n");
       }
       summary const t = summarize(v.seconds);
-      fmt::print("  {:<42} {:>8.4f} {:>8.4f} {:>8.4f} {:>7.1f} {:>11.3f}x\n", v.name, t.median, t.min, t.max,
-                 2 * bytes_one() / t.median / 1e9, median(v.group, "threads") / t.median);
+      fmt::print("  {:<42} {:>8.4f} {:>8.4f} {:>8.4f} {:>7.1f} {:>10.3f}x {:>10.0f}\n", v.name, t.median, t.min,
+                 t.max, 2 * bytes_one() / t.median / 1e9, median(v.group, "threads") / t.median,
+                 summarize(v.faults).median);
     }
-    fmt::print("'vs threads' = median time of xjob threads (same output kind) / median time; above 1 is faster.\n");
+    fmt::print("'vs threads' = median time of xjob threads (same output kind) / median time; above 1 is faster.\n"
+               "'faults' = minor page faults during the call, caller + its worker processes (median). The\n"
+               "(diag.) row starts right after the untimed TBB loop that poisons the output, with oneTBB's\n"
+               "threads still spinning; every other row starts after a 20 ms pause.\n");
     std::fflush(stdout);
   }
 
-  // Peak PSS of caller + workers during warm calls, sampled every ~2 ms by
-  // a thread of its own. Run after the timed rounds, untimed: the sampler
-  // walks the page tables of 2 GiB of mappings in three processes, which
-  // costs CPU the timed runs should not lose. xjob's cache of freed shared
-  // memory (the fresh outputs) is emptied first, so that it is not counted.
+  // Peak PSS of caller + workers during warm calls, sampled by a thread of
+  // its own. Run after the timed rounds, untimed: the sampler walks the page
+  // tables of 2 GiB of mappings in three processes, which costs CPU the
+  // timed runs should not lose. xjob's cache of freed shared memory (the
+  // fresh outputs) is emptied first, so that it is not counted.
   void measure_pss() {
     xjob::trim_shared_memory_cache();
     settle();
-    baseline_pss_mib_ = static_cast<double>(read_pss_kib("/proc/self/smaps_rollup")) / 1024.0;
+    if (std::optional<rollup> const r = read_rollup("/proc/self/smaps_rollup"))
+      baseline_pss_mib_ = static_cast<double>(r->pss) / 1024.0;
     struct candidate {
       std::string name;
       xjob::parallel const* par;
     };
     for (candidate const& c : {candidate{"processes", &procs_}, candidate{"threads", &threads_}}) {
-      pss_result result{c.name, {}, {}, 0, 0};
+      pss_result result{c.name, {}, {}};
       for (int run = 0; run < s_.pss_runs; ++run) {
         poison(out_.data());
         settle();
         pss_sampler sampler(std::chrono::microseconds(2000));
         auto const start = clock_type::now();
         c.par->map_chunks(x_, map_fn, out_);
-        double const took = seconds_since(start);
-        sampler.stop();
+        result.seconds.push_back(seconds_since(start));
+        result.runs.push_back(sampler.stop());
         check("PSS run " + c.name, out_.data());
-        result.peak_mib.push_back(static_cast<double>(sampler.peak_kib()) / 1024.0);
-        result.seconds.push_back(took);
-        result.samples += sampler.samples();
-        result.max_children = std::max(result.max_children, sampler.max_children());
       }
       pss_.push_back(std::move(result));
     }
     double const in_out = 2 * bytes_one() / mib;
-    fmt::print("\nPeak memory during a warm map_chunks(x, f, out), PSS of the caller + its child processes,\n"
-               "sampled every ~2 ms from /proc/<pid>/smaps_rollup ({} untimed runs each, after the table; xjob's\n"
-               "shared-memory cache emptied first). Caller at rest before: {:.0f} MiB PSS. Input + output = {:.0f} MiB.\n",
+    fmt::print("\nPeak memory during a warm map_chunks(x, f, out): PSS of the caller + its worker processes from\n"
+               "/proc/<pid>/smaps_rollup, sampled every 2 ms + the time a sample takes ({} untimed runs per backend,\n"
+               "after the table; xjob's shared-memory cache emptied first). Each sample holds the workers stopped\n"
+               "(SIGSTOP .. SIGCONT) while it reads, so that no page changes hands between the reads. Caller at\n"
+               "rest before: {:.0f} MiB PSS. Input + output = {:.0f} MiB. 'private' = sum of Pss_Anon (private\n"
+               "and copy-on-write memory).\n",
                s_.pss_runs, baseline_pss_mib_, in_out);
-    fmt::print("{:<12} {:>14} {:>16} {:>14} {:>9} {:>14} {:>16}\n", "backend", "peak PSS MiB", "over in+out MiB",
-               "over rest MiB", "samples", "max children", "run s (sampled)");
+    fmt::print("{:<10} {:>9} {:>15} {:>13} {:>9} {:>8} {:>10} {:>8} {:>9} {:>8}\n", "backend", "peak PSS",
+               "over in+out", "over rest", "private", "samples", "ms/sample", "workers", "stopped", "call s");
     for (auto const& p : pss_) {
-      double const peak = summarize(p.peak_mib).max;
-      fmt::print("{:<12} {:>14.0f} {:>16.0f} {:>14.0f} {:>9} {:>14} {:>16.4f}\n", p.name, peak, peak - in_out,
-                 peak - baseline_pss_mib_, p.samples, p.max_children, summarize(p.seconds).median);
+      pss_sampler::peaks top;
+      long samples = 0;
+      double sampled_seconds = 0;
+      double stopped_seconds = 0;
+      for (auto const& r : p.runs) {
+        top.pss = std::max(top.pss, r.pss);
+        top.anon = std::max(top.anon, r.anon);
+        top.max_children = std::max(top.max_children, r.max_children);
+        samples += r.samples;
+        sampled_seconds += r.seconds;
+        stopped_seconds += r.stopped_seconds;
+      }
+      double const peak = static_cast<double>(top.pss) / 1024.0;
+      fmt::print("{:<10} {:>5.0f} MiB {:>11.0f} MiB {:>9.0f} MiB {:>5.0f} MiB {:>8} {:>10.1f} {:>8} {:>7.0f}ms {:>8.3f}\n",
+                 p.name, peak, peak - in_out, peak - baseline_pss_mib_, static_cast<double>(top.anon) / 1024.0,
+                 samples, samples > 0 ? sampled_seconds * 1e3 / static_cast<double>(samples) : 0.0, top.max_children,
+                 stopped_seconds * 1e3 / static_cast<double>(p.runs.size()), summarize(p.seconds).median);
     }
-    fmt::print("(peak = highest sample over the runs; 'run s' is slower than the table: the sampler takes CPU.)\n");
+    bool const realtime = std::all_of(pss_.begin(), pss_.end(), [](auto const& p) {
+      return std::all_of(p.runs.begin(), p.runs.end(), [](auto const& r) { return r.realtime; });
+    });
+    fmt::print("(peaks over the runs; 'workers' = most worker processes seen in a sample; 'stopped' = time per run\n"
+               "the workers were held stopped; the sampler runs {};\n"
+               "'call s' is slower than the table's: the sampler takes CPU and stops the workers.)\n",
+               realtime ? "at SCHED_FIFO priority 1, ahead of the workers" : "at normal priority (SCHED_FIFO refused)");
     std::fflush(stdout);
   }
 
@@ -528,6 +719,7 @@ struct start_variant {
   std::vector<double> first_ms;
   std::vector<double> all_ms;
   std::vector<double> call_ms;
+  std::vector<double> rewrite_ms;  // writing the held array once, after the call
 };
 
 class start_section {
@@ -535,7 +727,7 @@ class start_section {
   explicit start_section(settings const& s) : s_(s), stamps_({2}), pids_({2}) {
     for (std::string const backend : {"processes", "threads"})
       for (std::string const holding : {"nothing", "shared_array", "xtensor"})
-        variants_.push_back({backend, holding, {}, {}, {}});
+        variants_.push_back({backend, holding, {}, {}, {}, {}});
   }
 
   void run() {
@@ -551,17 +743,19 @@ class start_section {
     std::fflush(stdout);
     xjob::trim_shared_memory_cache();
     interleave(variants_, s_.start_reps, "pool start", [this](start_variant& v, bool timed) { run_one(v, timed); });
-    fmt::print("{:<10} {:<13} {:>11} {:>8} {:>8}   {:>11} {:>8} {:>8}   {:>11}\n", "backend", "caller holds",
-               "first ms", "min", "max", "all ms", "min", "max", "call ms");
+    fmt::print("{:<10} {:<13} {:>9} {:>8} {:>8}   {:>9} {:>8} {:>8}   {:>8} {:>11}\n", "backend", "caller holds",
+               "first ms", "min", "max", "all ms", "min", "max", "call ms", "rewrite ms");
     for (auto const& v : variants_) {
       summary const f = summarize(v.first_ms);
       summary const a = summarize(v.all_ms);
       summary const c = summarize(v.call_ms);
-      fmt::print("{:<10} {:<13} {:>11.3f} {:>8.3f} {:>8.3f}   {:>11.3f} {:>8.3f} {:>8.3f}   {:>11.3f}\n", v.backend,
-                 v.holding, f.median, f.min, f.max, a.median, a.min, a.max, c.median);
+      std::string const rewrite = v.rewrite_ms.empty() ? "-" : fmt::format("{:.1f}", summarize(v.rewrite_ms).median);
+      fmt::print("{:<10} {:<13} {:>9.3f} {:>8.3f} {:>8.3f}   {:>9.3f} {:>8.3f} {:>8.3f}   {:>8.3f} {:>11}\n",
+                 v.backend, v.holding, f.median, f.min, f.max, a.median, a.min, a.max, c.median, rewrite);
     }
     fmt::print("(medians, then min and max; threads: the caller is one of the two workers, so its first task\n"
-               "runs at once.)\n");
+               "runs at once. 'rewrite ms' = the caller writing its whole array once right after the call, not\n"
+               "part of any other column: after a fork its private pages are copy-on-write, so every page faults.)\n");
     std::fflush(stdout);
   }
 
@@ -608,10 +802,17 @@ class start_section {
         fail(fmt::format("{}: task {} ran in process {} (caller {})", name, i, pids[i], caller));
     }
     long const origin = static_cast<long>(t0.time_since_epoch().count());
+    // The caller writes its array once after the call: forking made its
+    // private pages copy-on-write, so each first write faults.
+    auto const rewrite = clock_type::now();
+    if (shared) std::fill(shared->begin(), shared->end(), 2.5);
+    if (private_memory) std::fill(private_memory->begin(), private_memory->end(), 2.5);
+    double const rewrite_ms = std::chrono::duration<double, std::milli>(clock_type::now() - rewrite).count();
     if (timed) {
       v.first_ms.push_back(static_cast<double>(std::min(stamps[0], stamps[1]) - origin) / 1e6);
       v.all_ms.push_back(static_cast<double>(std::max(stamps[0], stamps[1]) - origin) / 1e6);
       v.call_ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+      if (shared || private_memory) v.rewrite_ms.push_back(rewrite_ms);
     }
     if (shared) {
       shared.reset();
@@ -735,16 +936,43 @@ using digest = std::array<unsigned char, 16>;
 EVP_MD const* md5_algorithm = nullptr;
 
 // MD5 of "Hello World", then MD5 of each previous 16-byte digest: `rounds`
-// digests in all.
+// digests in all. One EVP_MD_CTX per job, re-initialised each round with
+// the pre-fetched MD5: nothing shared between jobs, so threads contend on
+// nothing inside OpenSSL.
 digest md5_chain(long rounds) {
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> const context(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
+  if (!context) throw std::runtime_error("EVP_MD_CTX_new failed");
+  digest d{};
+  auto round = [&](void const* data, std::size_t size) {
+    unsigned int length = 0;
+    if (EVP_DigestInit_ex(context.get(), md5_algorithm, nullptr) != 1 ||
+        EVP_DigestUpdate(context.get(), data, size) != 1 || EVP_DigestFinal_ex(context.get(), d.data(), &length) != 1 ||
+        length != d.size())
+      throw std::runtime_error("MD5 through OpenSSL's EVP interface failed");
+  };
+  constexpr std::string_view start = "Hello World";
+  round(start.data(), start.size());
+  for (long r = 1; r < rounds; ++r) {
+    digest const previous = d;
+    round(previous.data(), previous.size());
+  }
+  return d;
+}
+
+// The same chain through one-shot EVP_Digest(..., EVP_md5(), ...) each round,
+// as simple code would write it: OpenSSL 3 then looks MD5 up in its provider
+// store (under a lock every thread shares) on every call.
+digest md5_chain_one_shot(long rounds) {
   digest d{};
   unsigned int length = 0;
   constexpr std::string_view start = "Hello World";
-  if (EVP_Digest(start.data(), start.size(), d.data(), &length, md5_algorithm, nullptr) != 1 || length != d.size())
+  if (EVP_Digest(start.data(), start.size(), d.data(), &length, EVP_md5(), nullptr) != 1 || length != d.size())
     throw std::runtime_error("EVP_Digest(MD5) failed");
-  for (long r = 1; r < rounds; ++r)
-    if (EVP_Digest(d.data(), d.size(), d.data(), &length, md5_algorithm, nullptr) != 1)
+  for (long r = 1; r < rounds; ++r) {
+    digest const previous = d;
+    if (EVP_Digest(previous.data(), previous.size(), d.data(), &length, EVP_md5(), nullptr) != 1)
       throw std::runtime_error("EVP_Digest(MD5) failed");
+  }
   return d;
 }
 
@@ -843,6 +1071,7 @@ struct compute_results {
   double md5_ratio = std::numeric_limits<double>::quiet_NaN();
   double sum_speedup = std::numeric_limits<double>::quiet_NaN();
   double md5_speedup = std::numeric_limits<double>::quiet_NaN();
+  double one_shot_ratio = std::numeric_limits<double>::quiet_NaN();
 };
 
 compute_results run_compute_section(settings const& s) {
@@ -876,6 +1105,7 @@ compute_results run_compute_section(settings const& s) {
   constexpr int md5_jobs = 8;
   long const rounds = s.md5_rounds;
   digest const sequential = md5_chain(rounds);  // the reference, computed once in the caller
+  if (md5_chain_one_shot(rounds) != sequential) fail("the two ways of chaining MD5 disagree");
   // Known chains, from Python's hashlib:
   //   d = b"Hello World"; for _ in range(n): d = hashlib.md5(d).digest()
   struct known {
@@ -895,8 +1125,9 @@ compute_results run_compute_section(settings const& s) {
                        hex(sequential)));
   };
   fmt::print("\n(b) {} jobs, each MD5 chained {} times from \"Hello World\" (the first round hashes the string,\n"
-             "    then each the previous 16-byte digest) with OpenSSL's EVP_Digest(EVP_MD_fetch(\"MD5\")):\n"
-             "    {} (checked against a value computed in the caller{}).\n\n",
+             "    then each the previous 16-byte digest) through OpenSSL's EVP interface, one EVP_MD_CTX per job\n"
+             "    re-initialised each round with MD5 fetched once (EVP_MD_fetch) before the workers start:\n"
+             "    {} (checked against the caller's own chain{}).\n\n",
              md5_jobs, rounds, hex(sequential),
              rounds == 1'000'000 || rounds == 20'000 ? " and Python's hashlib" : "");
   std::fflush(stdout);
@@ -906,6 +1137,20 @@ compute_results run_compute_section(settings const& s) {
   md5s.print(static_cast<double>(md5_jobs) * static_cast<double>(rounds), "digest");
   results.md5_ratio = md5s.median("raw") / md5s.median("processes");
   results.md5_speedup = md5s.median("sequential") / md5s.median("processes");
+
+  // (b') diagnostic: one-shot EVP_Digest(EVP_md5()) per round.
+  constexpr int one_shot_jobs = 4;
+  fmt::print("\n(b') diagnostic: the same chain with one-shot EVP_Digest(data, 16, out, &n, EVP_md5(), nullptr) per\n"
+             "     round, {} jobs: OpenSSL 3.0 fetches MD5 from its provider store on every call, under locks\n"
+             "     that threads of one process share and worker processes do not.\n\n",
+             one_shot_jobs);
+  std::fflush(stdout);
+  compute_workload<digest, decltype(&md5_chain_one_shot), decltype(check_md5)> one_shots(
+      "chained MD5, one-shot EVP_Digest", &md5_chain_one_shot, std::vector<long>(one_shot_jobs, rounds), check_md5,
+      s.compute_reps);
+  one_shots.run();
+  one_shots.print(static_cast<double>(one_shot_jobs) * static_cast<double>(rounds), "digest");
+  results.one_shot_ratio = one_shots.median("raw") / one_shots.median("processes");
   return results;
 }
 
@@ -956,6 +1201,8 @@ void print_targets(all_results const& r) {
                "speed-up {:.2f}x)\n",
                verdict(within(r.compute->md5_ratio)), r.compute->md5_ratio, r.compute->md5_speedup);
     fmt::print("  ('within 3%' is judged as >= 0.97: faster than raw threads is not a miss.)\n");
+    fmt::print("  (info)   chained MD5 with one-shot EVP_Digest(EVP_md5()): processes / raw threads speed-up = {:.3f}\n",
+               r.compute->one_shot_ratio);
   }
   fmt::print("(Targets are reported, not enforced: the exit status only reflects correctness.)\n");
 }
@@ -972,20 +1219,34 @@ int main(int argc, char** argv) {
   fmt::print("load average at start: {}\n", load_average());
   std::fflush(stdout);
   all_results r;
+  auto noise = [](noise_meter const& meter) {
+    fmt::print("[noise: {}]\n", meter.report());
+    std::fflush(stdout);
+  };
   if (s.sections.contains(1)) {
+    noise_meter const meter;
     r.map.emplace(s);
     r.map->run();
     r.map->release_arrays();
+    noise(meter);
   }
   if (s.sections.contains(2)) {
+    noise_meter const meter;
     r.start.emplace(s);
     r.start->run();
+    noise(meter);
   }
   if (s.sections.contains(3)) {
+    noise_meter const meter;
     r.dispatch.emplace(s);
     r.dispatch->run();
+    noise(meter);
   }
-  if (s.sections.contains(4)) r.compute = run_compute_section(s);
+  if (s.sections.contains(4)) {
+    noise_meter const meter;
+    r.compute = run_compute_section(s);
+    noise(meter);
+  }
   fmt::print("load average at end: {}\n", load_average());
   print_targets(r);
   return 0;

@@ -19,6 +19,7 @@ fail() {
 grep -Eq '^backend +n_jobs +seconds +GB/s +speed-up$' <<<"$output" || fail "no table header"
 grep -Eq '^sequential +1 ' <<<"$output" || fail "no row for the sequential backend"
 grep -Eq '^threads +2 ' <<<"$output" || fail "no row for the threads backend at n_jobs 2"
+grep -Eq '^processes +2 ' <<<"$output" || fail "no row for the processes backend at n_jobs 2"
 grep -q '^results agree: yes' <<<"$output" || fail "no 'results agree: yes'"
 
 # Bad usage is refused with status 2; --help succeeds.

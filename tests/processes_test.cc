@@ -5,6 +5,7 @@
 // no zombie, no leaked descriptor, no stray shared memory.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -76,8 +77,10 @@ bool process_ended(pid_t pid) {
 // A crash of the kind named, for real.
 [[noreturn]] void crash(std::string const& how) {
   if (how == "SIGSEGV") {
-    volatile int* volatile nowhere = nullptr;
-    *nowhere = 1;
+    // A store into a page without access: a real fault (a store through
+    // nullptr would be caught by UBSan's null check before it happens).
+    void* const page = mmap(nullptr, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    *static_cast<int volatile*>(page) = 1;
   } else if (how == "SIGKILL") {
     raise(SIGKILL);
   } else if (how == "abort") {

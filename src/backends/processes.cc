@@ -132,7 +132,8 @@ class call_supervisor {
             std::clamp<std::size_t>(call.task_count(), 1, static_cast<std::size_t>(call.worker_count())))),
         caller_pid_(getpid()),
         cpu_share_(std::max(1, cpu_count() / static_cast<int>(worker_count_))),
-        workers_(worker_count_) {
+        workers_(worker_count_),
+        covered_(call.task_count(), false) {
     std::size_t const slots_at = round_up(sizeof(process::call_header), 4096);
     std::size_t const rings_at = round_up(slots_at + worker_count_ * sizeof(process::worker_slot), 4096);
     block_ = mapped_region::anonymous(rings_at + worker_count_ * process::ring_bytes, region_fill::unspecified);
@@ -288,13 +289,15 @@ class call_supervisor {
       call_.fail(task_failure{begin, std::move(type_name), std::move(message), nullptr});
       return;
     }
+    // A worker that died after sending a batch but before letting go of it
+    // has the batch re-run: its results are in already.
+    if (covered_[begin]) return;
     try {
       call_.runner().load_results(begin, end, record.payload);
     } catch (std::exception const& e) {
       call_.fail(task_failure{begin, "xjob::error", e.what(), nullptr});
       return;
     }
-    if (covered_.empty()) covered_.resize(call_.task_count());
     std::fill(covered_.begin() + static_cast<std::ptrdiff_t>(begin), covered_.begin() + static_cast<std::ptrdiff_t>(end),
               true);
     call_.record_done({begin, end});
@@ -393,7 +396,6 @@ class call_supervisor {
   // started for them.
   bool rerun_lost_tasks() {
     if (error_ || call_.stopped() || call_.done_count() >= call_.task_count()) return false;
-    if (covered_.empty()) covered_.resize(call_.task_count());
     auto const first = std::find(covered_.begin(), covered_.end(), false);
     auto const last = std::find(first, covered_.end(), true);
     batch_range const lost{static_cast<std::size_t>(first - covered_.begin()),

@@ -66,16 +66,15 @@ void record_sender::put(std::string_view bytes) noexcept {
     std::size_t const first = std::min(count, ring_bytes - at);
     std::memcpy(ring_ + at, bytes.data(), first);
     std::memcpy(ring_, bytes.data() + first, count - first);
-    slot_.written.store(written + count, std::memory_order_release);
+    // seq_cst, with the caller's store to caller_sleeping before its last
+    // look at `written`: either it sees these bytes, or we see it sleeping.
+    slot_.written.store(written + count, std::memory_order_seq_cst);
     bytes.remove_prefix(count);
   }
 }
 
 void record_sender::wake_caller() noexcept {
-  // Pairs with the caller's store of caller_sleeping before its last look at
-  // the rings: either it sees our data, or we see it sleeping.
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (header_.caller_sleeping.load(std::memory_order_relaxed) != 0 &&
+  if (header_.caller_sleeping.load(std::memory_order_seq_cst) != 0 &&
       header_.caller_sleeping.exchange(0, std::memory_order_relaxed) != 0) {
     std::uint64_t const one = 1;
     [[maybe_unused]] ssize_t const ignored = write(header_.wake_fd, &one, sizeof one);

@@ -87,7 +87,7 @@ class record_receiver {
   // The next whole record (valid until the next call), or nothing.
   std::optional<record> next();
   [[nodiscard]] bool has_unpublished_data() const noexcept {
-    return slot_->written.load(std::memory_order_acquire) != slot_->consumed.load(std::memory_order_relaxed);
+    return slot_->written.load(std::memory_order_seq_cst) != slot_->consumed.load(std::memory_order_relaxed);
   }
   // For a fresh worker in the same slot: forgets a dead worker's partial record.
   void reset() noexcept;
