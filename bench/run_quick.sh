@@ -1,6 +1,7 @@
 #!/bin/sh
-# Smoke test: map_bench --quick must run to the end with every output
-# correct (it exits non-zero on a wrong result). The timings are not judged.
+# Smoke test: a benchmark's --quick run (map_bench, processes_bench) must run
+# to the end with every output correct (it exits non-zero on a wrong result).
+# The timings are not judged.
 set -eu
-bench="${1:?usage: run_quick.sh path/to/map_bench}"
+bench="${1:?usage: run_quick.sh path/to/benchmark}"
 exec "$bench" --quick

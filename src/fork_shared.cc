@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <sys/mman.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <mutex>
@@ -63,7 +64,13 @@ class slot_pool {
   std::vector<void*> free_;
 };
 
+std::atomic<bool> worker_process{false};
+
 }  // namespace
+
+bool in_worker_process() noexcept { return worker_process.load(std::memory_order_relaxed); }
+
+void mark_as_worker_process() noexcept { worker_process.store(true, std::memory_order_relaxed); }
 
 void* allocate_fork_shared_slot() { return slot_pool::instance().take(); }
 

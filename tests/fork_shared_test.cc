@@ -1,14 +1,19 @@
 // Fork-shared slots: what one process writes the other sees, and a child
-// never hands out a slot its parent also thinks free.
+// never hands out a slot its parent also thinks free. And the bulk mapping
+// of shared memory that forked workers write.
 #include <xjob/detail/fork_shared.hpp>
 
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cstdint>
+#include <cstring>
 
 #include <catch2/catch.hpp>
+
+#include <xjob/shared_array.hpp>
 
 namespace {
 struct counter {
@@ -59,4 +64,34 @@ TEST_CASE("slots come back zeroed after reuse") {
   xjob::detail::fork_shared<counter> again;
   REQUIRE(&*again == first);
   REQUIRE(again->value.load() == 0);
+}
+
+TEST_CASE("map_for_writing lets a forked child write shared memory with a fraction of the page faults") {
+  constexpr std::size_t bytes = std::size_t(64) << 20;
+  xjob::shared_array<std::uint8_t> memory({2 * bytes});
+  std::memset(memory.data(), 1, 2 * bytes);  // in the page cache, mapped here but not in a child
+  xjob::shared_array<long> faults({2});
+  pid_t const child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    auto minor_faults = [] {
+      rusage usage{};
+      getrusage(RUSAGE_SELF, &usage);
+      return usage.ru_minflt;
+    };
+    long const start = minor_faults();
+    std::memset(memory.data(), 2, bytes);
+    long const plain = minor_faults() - start;
+    xjob::detail::map_for_writing(memory.data() + bytes, bytes);
+    std::memset(memory.data() + bytes, 2, bytes);
+    faults.data()[0] = plain;
+    faults.data()[1] = minor_faults() - start - plain;
+    _exit(0);
+  }
+  int status = 0;
+  waitpid(child, &status, 0);
+  REQUIRE(WIFEXITED(status));
+  CAPTURE(faults.data()[0], faults.data()[1]);
+  REQUIRE(faults.data()[0] >= static_cast<long>(bytes / 4096) * 9 / 10);  // one fault per page written
+  REQUIRE(faults.data()[1] * 4 < faults.data()[0]);                       // fault-around: 16 pages a fault
 }

@@ -17,6 +17,8 @@
 
 #include <oneapi/tbb/global_control.h>
 
+#include <xjob/detail/fork_shared.hpp>
+
 namespace xjob::detail {
 void limit_cpu_count_to_worker_share(int cpus) noexcept;
 }  // namespace xjob::detail
@@ -133,6 +135,7 @@ bool become_worker(pid_t caller, int cpu_share) noexcept {
   for (int crash_signal : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGTRAP, SIGSYS})
     restore_default_action(crash_signal);
   limit_cpu_count_to_worker_share(cpu_share);
+  mark_as_worker_process();
   std::string const threads = std::to_string(cpu_share);
   for (char const* variable : {"OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
                                "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS"})

@@ -18,6 +18,8 @@
 #include <xtensor/xtensor.hpp>
 #include <xtensor/xutils.hpp>
 
+#include <xjob/detail/fork_shared.hpp>
+
 namespace xjob::detail {
 
 template <class E>
@@ -81,6 +83,7 @@ class contiguous_slabs {
     Element* first = data_ + begin * slab_elements_;
     std::size_t const count = (end - begin) * slab_elements_;
     if constexpr (!std::is_const_v<Element>) {
+      if (in_worker_process()) map_for_writing(first, count * sizeof(Element));
       if (clear_first_) std::memset(static_cast<void*>(first), 0, count * sizeof(Element));
     }
     return xt::adapt(first, count, xt::no_ownership(), shape);
