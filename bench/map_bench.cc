@@ -46,45 +46,19 @@
 
 #include <xjob/xjob.hpp>
 
+#include "bench_support.hpp"
+
 namespace {
 
-using clock_type = std::chrono::steady_clock;
+using namespace xjob::bench;
 constexpr int workers = 2;
 
 // ---------------------------------------------------------------- helpers
-
-[[noreturn]] void fail(std::string const& message) {
-  std::fflush(stdout);
-  std::fprintf(stderr, "map_bench: FAILED: %s\n", message.c_str());
-  std::exit(1);
-}
-
-double seconds_since(clock_type::time_point start) {
-  return std::chrono::duration<double>(clock_type::now() - start).count();
-}
 
 long minor_faults() {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
   return usage.ru_minflt;
-}
-
-// Lets spinning idle workers (TBB's, libgomp's) go to sleep so that they do
-// not steal one of the two CPUs from the next measurement.
-void settle() { std::this_thread::sleep_for(std::chrono::milliseconds(20)); }
-
-struct summary {
-  double median = 0;
-  double min = 0;
-  double max = 0;
-};
-
-summary summarize(std::vector<double> values) {
-  if (values.empty()) return {};
-  std::sort(values.begin(), values.end());
-  std::size_t const n = values.size();
-  double const median = n % 2 == 1 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
-  return {median, values.front(), values.back()};
 }
 
 struct settings {
@@ -123,13 +97,6 @@ settings parse_arguments(int argc, char** argv) {
 }
 
 // ------------------------------------------------------- 1. elementwise map
-
-inline double kernel(double v) { return std::sqrt(v) * 2.0 + 1.0; }
-
-// The hand-written loop every raw baseline runs on its share.
-void map_range(double const* __restrict in, double* __restrict out, std::size_t begin, std::size_t end) {
-  for (std::size_t i = begin; i < end; ++i) out[i] = kernel(in[i]);
-}
 
 // A STREAM-style copy with ordinary stores; kept a loop (GCC would turn it
 // into a memcpy call, whose non-temporal stores would measure something else).

@@ -68,23 +68,15 @@
 
 #include <xjob/xjob.hpp>
 
+#include "bench_support.hpp"
+
 namespace {
 
-using clock_type = std::chrono::steady_clock;
+using namespace xjob::bench;
 constexpr int workers = 2;
 constexpr double mib = 1024.0 * 1024.0;
 
 // ---------------------------------------------------------------- helpers
-
-[[noreturn]] void fail(std::string const& message) {
-  std::fflush(stdout);
-  std::fprintf(stderr, "processes_bench: FAILED: %s\n", message.c_str());
-  std::exit(1);
-}
-
-double seconds_since(clock_type::time_point start) {
-  return std::chrono::duration<double>(clock_type::now() - start).count();
-}
 
 // Minor page faults so far of this process and of its reaped children.
 long minor_faults() {
@@ -151,24 +143,6 @@ class noise_meter {
   std::pair<double, double> machine_;
   double own_;
 };
-
-// Lets spinning idle workers (oneTBB's) go to sleep so that they neither
-// steal a CPU from the next measurement nor delay its fork.
-void settle() { std::this_thread::sleep_for(std::chrono::milliseconds(20)); }
-
-struct summary {
-  double median = 0;
-  double min = 0;
-  double max = 0;
-};
-
-summary summarize(std::vector<double> values) {
-  if (values.empty()) return {std::numeric_limits<double>::quiet_NaN(), 0, 0};
-  std::sort(values.begin(), values.end());
-  std::size_t const n = values.size();
-  double const median = n % 2 == 1 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
-  return {median, values.front(), values.back()};
-}
 
 // Runs every variant once per round, `reps` timed rounds after an untimed
 // warm-up round 0, the order rotating by one each round.
@@ -423,12 +397,6 @@ class pss_sampler {
 };
 
 // ------------------------------------------------------- 1. elementwise map
-
-inline double kernel(double v) { return std::sqrt(v) * 2.0 + 1.0; }
-
-void map_range(double const* __restrict in, double* __restrict out, std::size_t begin, std::size_t end) {
-  for (std::size_t i = begin; i < end; ++i) out[i] = kernel(in[i]);
-}
 
 struct map_variant {
   std::string name;
