@@ -153,14 +153,9 @@ class call_supervisor {
   call_supervisor(call_supervisor const&) = delete;
   call_supervisor& operator=(call_supervisor const&) = delete;
 
-  ~call_supervisor() {
-    for (worker_process& worker : workers_)
-      if (worker.alive()) {
-        worker.kill();
-        (void)worker.reap();
-      }
-    close(wake_fd_);
-  }
+  // Workers still alive are killed and reaped by their own destructors,
+  // which run before the shared block is unmapped.
+  ~call_supervisor() { close(wake_fd_); }
 
   void run() {
     process::prepare_to_fork(fork_patience);

@@ -27,21 +27,29 @@ namespace xjob::detail::process {
 
 namespace {
 
+// Reads a /proc/.../stat file into `text` and returns where its third
+// field (the state letter) starts, or nullptr. "pid (name) S ...": the name
+// may hold spaces and parentheses, so fields count from the last ')'.
+template <std::size_t N>
+char const* stat_fields_from_state(char const* path, char (&text)[N]) noexcept {
+  int const fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return nullptr;
+  ssize_t const length = read(fd, text, N - 1);
+  close(fd);
+  if (length <= 0) return nullptr;
+  text[length] = '\0';
+  char const* close_paren = std::strrchr(text, ')');
+  return close_paren != nullptr && close_paren[1] == ' ' ? close_paren + 2 : nullptr;
+}
+
 // The state letter of thread `tid` of this process ('R' running, 'S'
 // sleeping, ...), or 0 if it is gone.
 char thread_state(char const* tid) noexcept {
   char path[64];
   std::snprintf(path, sizeof path, "/proc/self/task/%s/stat", tid);
-  int const fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return 0;
   char text[512];
-  ssize_t const length = read(fd, text, sizeof text - 1);
-  close(fd);
-  if (length <= 0) return 0;
-  text[length] = '\0';
-  // "tid (name) S ...": the name may hold spaces and parentheses.
-  char const* close_paren = std::strrchr(text, ')');
-  return close_paren != nullptr && close_paren[1] == ' ' ? close_paren[2] : 0;
+  char const* state = stat_fields_from_state(path, text);
+  return state != nullptr ? *state : 0;
 }
 
 bool other_threads_running() noexcept {
@@ -61,17 +69,14 @@ bool other_threads_running() noexcept {
 }
 
 bool single_threaded() noexcept {
-  // Field 20 of /proc/self/stat; cheaper than listing the tasks.
-  int const fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
+  // num_threads, field 20 of /proc/self/stat: cheaper than listing the tasks.
   char text[1024];
-  ssize_t const length = read(fd, text, sizeof text - 1);
-  close(fd);
-  if (length <= 0) return false;
-  text[length] = '\0';
-  char const* field = std::strrchr(text, ')');
-  for (int index = 2; field != nullptr && index < 20; ++index) field = std::strchr(field + 1, ' ');
-  return field != nullptr && std::strtol(field + 1, nullptr, 10) == 1;
+  char const* field = stat_fields_from_state("/proc/self/stat", text);
+  for (int index = 3; field != nullptr && index < 20; ++index) {
+    field = std::strchr(field, ' ');
+    if (field != nullptr) ++field;
+  }
+  return field != nullptr && std::strtol(field, nullptr, 10) == 1;
 }
 
 // The worker's cap on oneTBB, in static storage: it lives as long as the
