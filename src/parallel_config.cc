@@ -30,6 +30,10 @@ std::optional<int> n_jobs_from_environment() {
   return static_cast<int>(value);
 }
 
+}  // namespace
+
+namespace detail {
+
 int resolve_n_jobs(int n_jobs) {
   int const cpus = cpu_count();
   if (n_jobs == 0) throw invalid_argument("n_jobs must not be 0: use a positive count, or -1 for all CPUs");
@@ -41,7 +45,7 @@ int resolve_n_jobs(int n_jobs) {
   return resolved;
 }
 
-}  // namespace
+}  // namespace detail
 
 parallel_config::parallel_config(parallel_options defaults)
     : defaults_(std::move(defaults)), outer_(innermost_config) {
@@ -71,7 +75,7 @@ parallel_options resolve_options(parallel_options const& given) {
   if (!resolved.n_jobs) resolved.n_jobs = default_n_jobs;
   if (resolved.backend.empty()) resolved.backend = default_backend;
 
-  resolved.n_jobs = resolve_n_jobs(*resolved.n_jobs);
+  resolved.n_jobs = detail::resolve_n_jobs(*resolved.n_jobs);
   // The backend is made even when it will not run, so a typo never passes
   // unnoticed on a one-CPU machine (making one starts no worker).
   bool const out_of_process = make_backend(resolved.backend, {})->runs_out_of_process();

@@ -32,6 +32,7 @@
 #include <xtensor/xmath.hpp>
 #include <xtensor/xtensor.hpp>
 
+#include "process_support.hpp"
 #include "test_support.hpp"
 #include <xjob/cpu_count.hpp>
 #include <xjob/errors.hpp>
@@ -40,57 +41,17 @@
 namespace {
 
 using namespace std::chrono_literals;
+using xjob::testing::child_processes;
+using xjob::testing::crash;
+using xjob::testing::process_ended;
+using xjob::testing::process_resources;
+using xjob::testing::require_nothing_left;
 using xjob::testing::shared_counters;
 
 xjob::parallel processes(int n_jobs, xjob::parallel_options options = {}) {
   options.n_jobs = n_jobs;
   options.backend = "processes";
   return xjob::parallel(options);
-}
-
-// Child processes of this process, from /proc (zombies included).
-std::vector<pid_t> child_processes() {
-  std::vector<pid_t> children;
-  for (auto const& task : std::filesystem::directory_iterator("/proc/self/task")) {
-    std::ifstream file(task.path() / "children");
-    pid_t pid = 0;
-    while (file >> pid) children.push_back(pid);
-  }
-  return children;
-}
-
-std::set<std::string> dev_shm_entries() {
-  std::set<std::string> names;
-  for (auto const& entry : std::filesystem::directory_iterator("/dev/shm")) names.insert(entry.path().string());
-  return names;
-}
-
-// Whether `pid` has ended (gone, or a zombie waiting for its new parent).
-bool process_ended(pid_t pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string text;
-  if (!std::getline(stat, text)) return true;
-  auto const paren = text.rfind(')');
-  return paren == std::string::npos || text.substr(paren + 2, 1) == "Z";
-}
-
-// A crash of the kind named, for real.
-[[noreturn]] void crash(std::string const& how) {
-  if (how == "SIGSEGV") {
-    // A store into a page without access: a real fault (a store through
-    // nullptr would be caught by UBSan's null check before it happens).
-    void* const page = mmap(nullptr, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    *static_cast<int volatile*>(page) = 1;
-  } else if (how == "SIGKILL") {
-    raise(SIGKILL);
-  } else if (how == "abort") {
-    std::abort();
-  } else if (how == "_exit(3)") {
-    _exit(3);
-  } else if (how == "exit(0) in a task") {
-    std::exit(0);
-  }
-  _exit(99);
 }
 
 // A user type that travels through its cereal serialize().
@@ -102,19 +63,6 @@ struct stats {
     archive(mean, histogram);
   }
 };
-
-// The whole state a call must leave behind unchanged.
-struct process_resources {
-  std::size_t descriptors = xjob::testing::open_descriptor_count();
-  std::vector<pid_t> children = child_processes();
-  std::set<std::string> shm = dev_shm_entries();
-};
-
-void require_nothing_left(process_resources const& before) {
-  REQUIRE(xjob::testing::open_descriptor_count() == before.descriptors);
-  REQUIRE(child_processes() == before.children);
-  REQUIRE(dev_shm_entries() == before.shm);
-}
 
 }  // namespace
 

@@ -120,4 +120,21 @@ class timeout_error : public error {
   std::chrono::duration<double> limit_;
 };
 
+// A process_pool future was cancelled before its task started, so it has no
+// result (concurrent.futures' CancelledError).
+//   if (!f.cancelled()) use(f.get());
+class task_cancelled : public error {
+ public:
+  using error::error;
+};
+
+// A process_pool can run no more tasks: its initializer failed in a worker
+// (what() says which, and how), or it was shut down. Tasks not yet started
+// fail with this (concurrent.futures' BrokenProcessPool).
+//   catch (xjob::pool_broken const& e) { std::cerr << e.what(); }
+class pool_broken : public error {
+ public:
+  using error::error;
+};
+
 }  // namespace xjob

@@ -41,4 +41,10 @@ class parallel_config {
 //   auto opts = xjob::resolve_options({.backend = "threads"});
 [[nodiscard]] parallel_options resolve_options(parallel_options const& given);
 
+namespace detail {
+// joblib's rule for a worker count: n > 0 is n, -1 all CPUs, -2 all but one.
+// Throws xjob::invalid_argument for 0 and for counts below -cpu_count().
+[[nodiscard]] int resolve_n_jobs(int n_jobs);
+}  // namespace detail
+
 }  // namespace xjob

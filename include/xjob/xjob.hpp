@@ -9,9 +9,15 @@
 #include <xjob/cpu_count.hpp>
 #include <xjob/delayed.hpp>
 #include <xjob/errors.hpp>
+#include <xjob/init.hpp>
+#include <xjob/ipc.hpp>
 #include <xjob/parallel.hpp>
 #include <xjob/parallel_config.hpp>
 #include <xjob/parallel_options.hpp>
+#include <xjob/process.hpp>
+#include <xjob/process_pool.hpp>
 #include <xjob/results.hpp>
 #include <xjob/shared_array.hpp>
+#include <xjob/start_method.hpp>
 #include <xjob/transfer.hpp>
+#include <xjob/worker.hpp>

@@ -31,6 +31,7 @@
 #include <xjob/cpu_count.hpp>
 #include <xjob/detail/mapped_region.hpp>
 #include <xjob/errors.hpp>
+#include <xjob/worker.hpp>
 
 #include "../process/fork_support.hpp"
 #include "../process/worker_channel.hpp"
@@ -189,6 +190,7 @@ class call_supervisor {
   // The worker's whole life; never returns into the caller's code.
   [[noreturn]] void work_in_child(std::size_t w) noexcept {
     if (!process::become_worker(caller_pid_, cpu_share_)) _exit(1);
+    set_worker_index(static_cast<int>(w));
     process::worker_slot& slot = *slots_[w];
     process::record_sender sender(*header_, slot, rings_[w], call_.reports_progress());
     std::string bytes;

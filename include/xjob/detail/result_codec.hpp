@@ -8,10 +8,7 @@
 #include <bit>
 #include <cstddef>
 #include <cstring>
-#include <istream>
 #include <optional>
-#include <ostream>
-#include <streambuf>
 #include <string>
 #include <string_view>
 #include <typeinfo>
@@ -19,40 +16,11 @@
 
 #include <fmt/format.h>
 
+#include <xjob/detail/value_codec.hpp>
 #include <xjob/errors.hpp>
 #include <xjob/transfer.hpp>
 
 namespace xjob::detail {
-
-// A std::streambuf appending to a std::string, for cereal's output archive.
-class string_sink final : public std::streambuf {
- public:
-  explicit string_sink(std::string& bytes) : bytes_(bytes) {}
-
- protected:
-  std::streamsize xsputn(char const* data, std::streamsize count) override {
-    bytes_.append(data, static_cast<std::size_t>(count));
-    return count;
-  }
-  int_type overflow(int_type c) override {
-    if (!traits_type::eq_int_type(c, traits_type::eof())) bytes_.push_back(traits_type::to_char_type(c));
-    return traits_type::not_eof(c);
-  }
-
- private:
-  std::string& bytes_;
-};
-
-// A std::streambuf reading a string_view, for cereal's input archive.
-class view_source final : public std::streambuf {
- public:
-  explicit view_source(std::string_view bytes) {
-    // The get area is only read; streambuf's interface wants char*.
-    char* first = const_cast<char*>(bytes.data());
-    setg(first, first, first + bytes.size());
-  }
-  [[nodiscard]] std::size_t unread() const noexcept { return static_cast<std::size_t>(egptr() - gptr()); }
-};
 
 template <class R, class Slot>
 class result_codec {

@@ -1,0 +1,322 @@
+// xjob::init: the fork server, and the worker side of start_method::spawn.
+//
+// The fork server is a child forked by init() at the top of main, while the
+// program has one thread and little memory. It stays single-threaded and
+// does one thing: on a request (entry name, CPU share, the worker's channel
+// as SCM_RIGHTS) it clones a worker with CLONE_PARENT, so the worker is the
+// program's child, not the server's, and replies with its pid. A worker
+// cloned from it holds no other thread's locks and none of the memory the
+// program allocated after init(). The server dies with the program
+// (PR_SET_PDEATHSIG, and end of file on its socket), and leaves only
+// through _exit: it runs no atexit handler and writes no stdio buffer of the
+// program's.
+#include <xjob/init.hpp>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <atomic>
+#include <mutex>
+#include <string>
+#include <system_error>
+
+#include <fmt/format.h>
+
+#include <xjob/errors.hpp>
+
+#include "fork_server.hpp"
+#include "worker_launcher.hpp"
+
+namespace xjob {
+
+namespace detail::process {
+
+namespace {
+
+[[noreturn]] void throw_errno(int code, char const* what) {
+  throw std::system_error(code, std::generic_category(), what);
+}
+
+// One request to the fork server, and its reply. Plain bytes on a
+// SOCK_SEQPACKET socket: one message each, the descriptor attached.
+struct server_request {
+  char entry[64] = {};
+  int cpu_share = 1;
+  pid_t caller = -1;
+};
+
+struct server_reply {
+  pid_t pid = -1;
+  int error = 0;  // an errno value, or 0
+};
+
+// What init() recorded. Written once by init() (before any other thread
+// should exist) before `initialized` is set, read afterwards.
+struct init_record {
+  std::string argv0;
+  pid_t program = -1;  // the process that ran init() and owns the server; -1 in a spawned worker
+  int server_fd = -1;
+  pid_t server_pid = -1;
+};
+
+init_record& record() {
+  static init_record instance;
+  return instance;
+}
+
+std::atomic<bool> initialized_flag{false};
+std::mutex init_mutex;
+std::mutex server_mutex;
+
+// Number of threads of this process (1 if it cannot tell).
+int thread_count() noexcept {
+  int const fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 1;
+  char text[1024];
+  ssize_t const length = read(fd, text, sizeof text - 1);
+  close(fd);
+  if (length <= 0) return 1;
+  text[length] = '\0';
+  // "pid (name) S ppid ...": num_threads is field 20; fields count from the last ')'.
+  char const* field = std::strrchr(text, ')');
+  for (int index = 2; field != nullptr && index < 20; ++index) {
+    field = std::strchr(field + 1, ' ');
+  }
+  return field != nullptr ? static_cast<int>(std::strtol(field + 1, nullptr, 10)) : 1;
+}
+
+// The server's loop; never returns.
+[[noreturn]] void serve(int fd, pid_t program) noexcept {
+  // Die with the program; if it is gone already, do not serve.
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != program) _exit(0);
+  // A Ctrl-C at the terminal reaches the whole process group: the program
+  // decides what it means, the server stays. Workers get the program's own
+  // disposition back.
+  struct sigaction program_sigint {};
+  struct sigaction ignore {};
+  ignore.sa_handler = SIG_IGN;
+  sigaction(SIGINT, &ignore, &program_sigint);
+  for (;;) {
+    server_request request;
+    iovec data{&request, sizeof request};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+    msghdr message{};
+    message.msg_iov = &data;
+    message.msg_iovlen = 1;
+    message.msg_control = control;
+    message.msg_controllen = sizeof control;
+    ssize_t const received = recvmsg(fd, &message, MSG_CMSG_CLOEXEC);
+    if (received == 0) _exit(0);  // the program closed its end: it is ending
+    if (received < 0) {
+      if (errno == EINTR) continue;
+      _exit(1);
+    }
+    int worker_fd = -1;
+    for (cmsghdr* header = CMSG_FIRSTHDR(&message); header != nullptr; header = CMSG_NXTHDR(&message, header))
+      if (header->cmsg_level == SOL_SOCKET && header->cmsg_type == SCM_RIGHTS &&
+          header->cmsg_len == CMSG_LEN(sizeof(int)))
+        std::memcpy(&worker_fd, CMSG_DATA(header), sizeof(int));
+    server_reply reply;
+    request.entry[sizeof request.entry - 1] = '\0';
+    worker_entry const entry = find_worker_entry(request.entry);
+    if (static_cast<std::size_t>(received) != sizeof request || worker_fd < 0 || request.caller != program ||
+        (message.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0) {
+      reply.error = EPROTO;
+    } else if (entry == nullptr) {
+      reply.error = ENOENT;
+    } else {
+      // fork() but with the program as the parent. The child starts as a
+      // copy of this single thread, on the same stack, like fork's child.
+      // Signals stay blocked in the child until it is a worker.
+      sigset_t all;
+      sigset_t server_mask;
+      sigfillset(&all);
+      sigprocmask(SIG_SETMASK, &all, &server_mask);
+      long const pid = syscall(SYS_clone, CLONE_PARENT | SIGCHLD, 0, 0, 0, 0);
+      if (pid == 0) {
+        close(fd);
+        sigaction(SIGINT, &program_sigint, nullptr);
+        run_worker(entry, worker_fd, program, request.cpu_share, &server_mask);
+      }
+      if (pid < 0) reply.error = errno;
+      sigprocmask(SIG_SETMASK, &server_mask, nullptr);
+      reply.pid = static_cast<pid_t>(pid);
+    }
+    if (worker_fd >= 0) close(worker_fd);
+    while (send(fd, &reply, sizeof reply, MSG_NOSIGNAL) < 0 && errno == EINTR) {
+    }
+  }
+}
+
+void start_fork_server(init_record& state) {
+  int fds[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds) != 0)
+    throw_errno(errno, "cannot create a socket pair for the fork server");
+  pid_t const program = getpid();
+  // Flushed now, buffered output cannot be written again by a worker.
+  std::fflush(nullptr);
+  pid_t const pid = fork();
+  if (pid < 0) {
+    int const saved = errno;
+    close(fds[0]);
+    close(fds[1]);
+    throw_errno(saved, "cannot fork the fork server");
+  }
+  if (pid == 0) {
+    close(fds[0]);
+    serve(fds[1], program);
+  }
+  close(fds[1]);
+  state.server_fd = fds[0];
+  state.server_pid = pid;
+}
+
+// Reads a non-negative integer from the environment variable `name`, or -1.
+long environment_number(char const* name) noexcept {
+  char const* text = std::getenv(name);
+  if (text == nullptr || *text == '\0') return -1;
+  char* end = nullptr;
+  errno = 0;
+  long const value = std::strtol(text, &end, 10);
+  return errno == 0 && *end == '\0' && value >= 0 ? value : -1;
+}
+
+// In a process that start_method::spawn started: runs its worker.
+[[noreturn]] void run_spawned_worker(char const* entry_variable) noexcept {
+  std::string const entry_name = entry_variable;
+  long const fd = environment_number("XJOB_WORKER_FD");
+  long const cpu_share = environment_number("XJOB_WORKER_CPU_SHARE");
+  long const owner = environment_number("XJOB_WORKER_OWNER");
+  // Not for the worker's own children.
+  for (char const* name : {"XJOB_WORKER_ENTRY", "XJOB_WORKER_FD", "XJOB_WORKER_CPU_SHARE", "XJOB_WORKER_OWNER"})
+    unsetenv(name);
+  worker_entry const entry = find_worker_entry(entry_name.c_str());
+  if (entry == nullptr || fd < 0 || fd > 1'000'000 || cpu_share < 1 || owner < 1 ||
+      fcntl(static_cast<int>(fd), F_SETFD, FD_CLOEXEC) != 0) {
+    std::fprintf(stderr,
+                 "xjob: this process was started as a worker (XJOB_WORKER_ENTRY=%s) but %s; exiting\n",
+                 entry_name.c_str(),
+                 entry == nullptr ? "the program has no worker entry of that name"
+                                  : "XJOB_WORKER_FD, XJOB_WORKER_CPU_SHARE or XJOB_WORKER_OWNER is missing or wrong");
+    _exit(127);
+  }
+  run_worker(entry, static_cast<int>(fd), static_cast<pid_t>(owner),
+             static_cast<int>(cpu_share > 1'000'000 ? 1'000'000 : cpu_share));
+}
+
+}  // namespace
+
+char const* saved_argv0() noexcept {
+  return initialized_flag.load(std::memory_order_acquire) ? record().argv0.c_str() : nullptr;
+}
+
+pid_t start_by_fork_server(char const* entry_name, int cpu_share, int worker_fd) {
+  init_record const& state = record();
+  if (!initialized_flag.load(std::memory_order_acquire)) throw invalid_argument("start method forkserver needs xjob::init(argc, argv) at the top of main");
+  if (state.program < 0)
+    throw invalid_argument(
+        "start method forkserver is not available in a worker process started by spawn (it has no fork server of "
+        "its own); use start method fork or spawn here");
+  if (state.program != getpid())
+    throw invalid_argument(fmt::format(
+        "start method forkserver works only in the process that ran xjob::init() (pid {}), not in this process "
+        "(pid {}), a worker or a forked copy of it: the fork server makes its workers children of that process; "
+        "use start method fork or spawn here",
+        state.program, getpid()));
+  server_request request;
+  if (std::strlen(entry_name) >= sizeof request.entry)
+    throw invalid_argument(fmt::format("worker entry name \"{}\" is too long", entry_name));
+  std::strcpy(request.entry, entry_name);
+  request.cpu_share = cpu_share;
+  request.caller = getpid();
+
+  iovec data{&request, sizeof request};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr message{};
+  message.msg_iov = &data;
+  message.msg_iovlen = 1;
+  message.msg_control = control;
+  message.msg_controllen = sizeof control;
+  cmsghdr* header = CMSG_FIRSTHDR(&message);
+  header->cmsg_level = SOL_SOCKET;
+  header->cmsg_type = SCM_RIGHTS;
+  header->cmsg_len = CMSG_LEN(sizeof(int));
+  std::memcpy(CMSG_DATA(header), &worker_fd, sizeof(int));
+
+  auto gone = [&](int code) {
+    return error(fmt::format("the fork server (pid {}) is gone ({}), so start method forkserver cannot start "
+                             "workers any more; use start method fork or spawn",
+                             state.server_pid, code != 0 ? std::strerror(code) : "its socket was closed"));
+  };
+  server_reply reply;
+  {
+    std::lock_guard lock(server_mutex);
+    ssize_t sent = 0;
+    while ((sent = sendmsg(state.server_fd, &message, MSG_NOSIGNAL)) < 0 && errno == EINTR) {
+    }
+    if (sent < 0) {
+      if (errno == EPIPE || errno == ECONNRESET) throw gone(errno);
+      throw_errno(errno, "cannot send a request to the fork server");
+    }
+    ssize_t received = 0;
+    while ((received = recv(state.server_fd, &reply, sizeof reply, 0)) < 0 && errno == EINTR) {
+    }
+    if (received < 0 && errno != ECONNRESET) throw_errno(errno, "cannot read the fork server's reply");
+    if (received != static_cast<ssize_t>(sizeof reply)) throw gone(received < 0 ? errno : 0);
+  }
+  if (reply.error == ENOENT)
+    throw invalid_argument(fmt::format("the fork server knows no worker entry named \"{}\"", entry_name));
+  if (reply.error != 0 || reply.pid <= 0)
+    throw_errno(reply.error != 0 ? reply.error : EPROTO, "cannot start a worker process in the fork server");
+  return reply.pid;
+}
+
+}  // namespace detail::process
+
+void init(int argc, char** argv) {
+  using namespace detail::process;
+  // Checked first without the lock: the fork server and its workers are
+  // copies of the program taken while the lock was held.
+  if (initialized_flag.load(std::memory_order_acquire)) return;
+  std::unique_lock lock(init_mutex);
+  if (initialized_flag.load(std::memory_order_relaxed)) return;
+  init_record& state = record();
+  state.argv0 = argc > 0 && argv != nullptr && argv[0] != nullptr ? argv[0] : "/proc/self/exe";
+  if (char const* entry = std::getenv("XJOB_WORKER_ENTRY"); entry != nullptr) {
+    // A spawned worker: spawn works here (argv[0] is known); forkserver
+    // does not (no server of its own; state.program stays -1).
+    initialized_flag.store(true, std::memory_order_release);
+    lock.unlock();
+    run_spawned_worker(entry);
+  }
+  if (int const threads = thread_count(); threads > 1)
+    std::fprintf(stderr,
+                 "xjob::init: %d threads are running already; forkserver workers are copies of this moment and may "
+                 "hold locks those threads held: call xjob::init first in main\n",
+                 threads);
+  // Set before the fork: the server and the workers it clones are copies
+  // of an initialised program (spawn works in them; forkserver refuses,
+  // since they are not `program`).
+  state.program = getpid();
+  initialized_flag.store(true, std::memory_order_release);
+  try {
+    start_fork_server(state);
+  } catch (...) {
+    state.program = -1;
+    initialized_flag.store(false, std::memory_order_release);
+    throw;
+  }
+}
+
+bool initialized() noexcept { return detail::process::initialized_flag.load(std::memory_order_acquire); }
+
+}  // namespace xjob

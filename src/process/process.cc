@@ -1,0 +1,341 @@
+#include <xjob/process.hpp>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <system_error>
+
+#include <fmt/format.h>
+
+#include <xjob/cpu_count.hpp>
+#include <xjob/detail/task_runner.hpp>
+#include <xjob/errors.hpp>
+#include <xjob/worker.hpp>
+
+#include "fork_support.hpp"
+#include "worker_launcher.hpp"
+
+namespace xjob {
+
+namespace {
+
+using detail::process::become_worker;
+
+constexpr char const* entry_name = "xjob.process";
+// How long start() waits for the caller's other threads to go idle before
+// forking (as the processes backend does).
+constexpr std::chrono::microseconds fork_patience(10'000);
+// A failure message longer than this is cut: the child writes it before it
+// exits, into the socket's buffer, which the parent reads only then.
+constexpr std::size_t max_message_bytes = 64 << 10;
+
+[[noreturn]] void throw_errno(int code, char const* what) {
+  throw std::system_error(code, std::generic_category(), what);
+}
+
+// Writes all of `bytes`; false if the peer is gone.
+bool write_all(int fd, char const* bytes, std::size_t size) noexcept {
+  while (size > 0) {
+    ssize_t const written = send(fd, bytes, size, MSG_NOSIGNAL);
+    if (written < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    bytes += written;
+    size -= static_cast<std::size_t>(written);
+  }
+  return true;
+}
+
+// Reads exactly `size` bytes; false at end of file or on an error.
+bool read_all(int fd, char* bytes, std::size_t size) noexcept {
+  while (size > 0) {
+    ssize_t const got = read(fd, bytes, size);
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) return false;
+    bytes += got;
+    size -= static_cast<std::size_t>(got);
+  }
+  return true;
+}
+
+// In the child: the exception being handled, as "<type>: <message>", to
+// stderr and to the parent. Call only inside a catch block.
+void report_failure(int channel) noexcept {
+  try {
+    detail::task_failure const failure = detail::describe_current_exception(0);
+    std::string text = failure.type_name + ": " + failure.message;
+    if (text.size() > max_message_bytes) text.resize(max_message_bytes);
+    std::fprintf(stderr, "%s\n", text.c_str());
+    (void)write_all(channel, text.data(), text.size());
+  } catch (...) {
+    static char const fallback[] = "unknown exception: its message could not be formatted";
+    std::fprintf(stderr, "%s\n", fallback);
+    (void)write_all(channel, fallback, sizeof fallback - 1);
+  }
+}
+
+// The child's life after the start method made it. Never returns.
+// terminate() must end the child: a SIGTERM handler of the caller's (a
+// test framework's, a graceful-shutdown one) would run in it otherwise.
+void reset_termination_signal() noexcept {
+  struct sigaction default_action {};
+  default_action.sa_handler = SIG_DFL;
+  sigaction(SIGTERM, &default_action, nullptr);
+}
+
+template <class Body>
+[[noreturn]] void run_child(int channel, Body&& body) noexcept {
+  reset_termination_signal();
+  detail::set_worker_index(0);
+  int status = 0;
+  try {
+    body();
+  } catch (...) {
+    report_failure(channel);
+    status = 1;
+  }
+  std::fflush(nullptr);
+  _exit(status);
+}
+
+// The entry of processes started by forkserver and spawn: reads the call
+// (a length, then a cereal-encoded detail::remote_call) and runs it.
+[[noreturn]] void process_entry(int channel) noexcept {
+  run_child(channel, [channel] {
+    std::uint64_t size = 0;
+    if (!read_all(channel, reinterpret_cast<char*>(&size), sizeof size) || size > (std::uint64_t(1) << 40))
+      throw error("the call to run never arrived (the parent process ended or failed to send it)");
+    std::string bytes(static_cast<std::size_t>(size), '\0');
+    if (!read_all(channel, bytes.data(), bytes.size()))
+      throw error("the call to run arrived cut short (the parent process ended?)");
+    auto const call = detail::decode_value<detail::remote_call>(bytes, "the call of an xjob::process");
+    std::string result;
+    detail::run_remote(call, result);
+  });
+}
+
+[[maybe_unused]] bool const entry_registered = detail::process::register_worker_entry(entry_name, process_entry);
+
+int open_pidfd(pid_t pid) {
+  int const fd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+  if (fd < 0) {
+    int const saved = errno;
+    ::kill(pid, SIGKILL);
+    while (waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+    }
+    throw_errno(saved, "cannot open a pidfd for a child process");
+  }
+  return fd;
+}
+
+}  // namespace
+
+process::process(process&& other) noexcept
+    : method_(other.method_),
+      target_(std::move(other.target_)),
+      call_(std::move(other.call_)),
+      has_call_(std::exchange(other.has_call_, false)),
+      started_(std::exchange(other.started_, false)),
+      pid_(std::exchange(other.pid_, -1)),
+      pidfd_(std::exchange(other.pidfd_, -1)),
+      channel_(std::exchange(other.channel_, -1)),
+      exit_code_(std::exchange(other.exit_code_, std::nullopt)),
+      error_message_(std::move(other.error_message_)) {
+  other.error_message_.clear();
+}
+
+process& process::operator=(process&& other) noexcept {
+  if (this != &other) {
+    release();
+    method_ = other.method_;
+    target_ = std::move(other.target_);
+    call_ = std::move(other.call_);
+    has_call_ = std::exchange(other.has_call_, false);
+    started_ = std::exchange(other.started_, false);
+    pid_ = std::exchange(other.pid_, -1);
+    pidfd_ = std::exchange(other.pidfd_, -1);
+    channel_ = std::exchange(other.channel_, -1);
+    exit_code_ = std::exchange(other.exit_code_, std::nullopt);
+    error_message_ = std::move(other.error_message_);
+    other.error_message_.clear();
+  }
+  return *this;
+}
+
+process::~process() { release(); }
+
+void process::release() noexcept {
+  if (pidfd_ >= 0) {
+    // Started and not reaped: kill it (pidfd_send_signal cannot hit a
+    // recycled pid) and wait for it, so no zombie stays behind.
+    syscall(SYS_pidfd_send_signal, pidfd_, SIGKILL, nullptr, 0);
+    try {
+      (void)reap(true);
+    } catch (...) {
+      // reap(true) throws only on a failed waitid other than ECHILD/EINTR.
+    }
+    if (pidfd_ >= 0) {
+      close(pidfd_);
+      pidfd_ = -1;
+    }
+  }
+  if (channel_ >= 0) {
+    close(channel_);
+    channel_ = -1;
+  }
+}
+
+void process::start() {
+  if (started_) throw error(fmt::format("xjob::process: start() was called twice (pid {})", pid_));
+  if (!target_ && !has_call_) throw error("xjob::process: start() on an empty process object (moved from?)");
+  if (method_ == start_method::fork) {
+    start_forked();
+  } else {
+    start_launched();
+  }
+  started_ = true;
+}
+
+void process::start_forked() {
+  int fds[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0)
+    throw_errno(errno, "cannot create a socket pair for a child process");
+  pid_t const parent = getpid();
+  int const cpu_share = cpu_count();
+  detail::process::prepare_to_fork(fork_patience);
+  // Signals are blocked across the fork: one sent to the child at once (a
+  // terminate() right after start()) must not run a handler of the
+  // caller's in a child still inside fork(), with malloc's locks held.
+  sigset_t all;
+  sigset_t caller_mask;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &caller_mask);
+  pid_t const pid = fork();
+  if (pid == 0) {
+    close(fds[0]);
+    reset_termination_signal();
+    if (!become_worker(parent, cpu_share)) _exit(1);
+    pthread_sigmask(SIG_SETMASK, &caller_mask, nullptr);
+    run_child(fds[1], [this] { target_->run(); });
+  }
+  int const saved = errno;
+  pthread_sigmask(SIG_SETMASK, &caller_mask, nullptr);
+  if (pid < 0) {
+    close(fds[0]);
+    close(fds[1]);
+    throw_errno(saved, "cannot fork a child process");
+  }
+  close(fds[1]);
+  channel_ = fds[0];
+  pid_ = pid;
+  pidfd_ = open_pidfd(pid);
+}
+
+void process::start_launched() {
+  std::string message(sizeof(std::uint64_t), '\0');
+  detail::encode_values(message, call_);
+  std::uint64_t const size = message.size() - sizeof size;
+  std::memcpy(message.data(), &size, sizeof size);
+  auto const worker = detail::process::launch_worker(method_, entry_name, cpu_count());
+  channel_ = worker.channel_fd;
+  pid_ = worker.pid;
+  pidfd_ = open_pidfd(worker.pid);
+  // A child that is gone already (killed at once) has nobody to read this;
+  // its exit code tells what happened.
+  (void)write_all(channel_, message.data(), message.size());
+}
+
+void process::require_started(char const* what) const {
+  if (!started_) throw error(fmt::format("xjob::process: {}() before start()", what));
+}
+
+bool process::reap(bool block) const {
+  if (pidfd_ < 0) return started_;
+  siginfo_t info{};
+  int result = 0;
+  do {
+    result = waitid(P_PIDFD, static_cast<id_t>(pidfd_), &info, WEXITED | (block ? 0 : WNOHANG));
+  } while (result < 0 && errno == EINTR);
+  if (result < 0 && errno != ECHILD) throw_errno(errno, "cannot wait for a child process");
+  if (result == 0 && info.si_pid == 0) return false;  // still running
+  close(pidfd_);
+  pidfd_ = -1;
+  // ECHILD: someone else reaped it (SIGCHLD ignored, a waitpid(-1)
+  // elsewhere); how it ended is unknown, so exit_code() stays empty.
+  if (result == 0) exit_code_ = info.si_code == CLD_EXITED ? info.si_status : -info.si_status;
+  if (channel_ >= 0) {
+    // What the child reported before it ended; a grandchild may hold the
+    // other end still, so read only what is there.
+    char buffer[4096];
+    for (;;) {
+      ssize_t const got = recv(channel_, buffer, sizeof buffer, MSG_DONTWAIT);
+      if (got < 0 && errno == EINTR) continue;
+      if (got <= 0) break;
+      error_message_.append(buffer, static_cast<std::size_t>(got));
+      if (error_message_.size() >= max_message_bytes) break;
+    }
+    close(channel_);
+    channel_ = -1;
+  }
+  return true;
+}
+
+void process::join() {
+  require_started("join");
+  (void)reap(true);
+}
+
+bool process::join_for(std::chrono::duration<double> timeout) {
+  require_started("join_for");
+  if (pidfd_ < 0) return true;
+  auto const deadline = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                                                std::max(timeout, std::chrono::duration<double>(0)));
+  for (;;) {
+    if (reap(false)) return true;
+    double const left_ms =
+        std::chrono::duration<double, std::milli>(deadline - std::chrono::steady_clock::now()).count();
+    if (left_ms <= 0) return false;
+    pollfd ready{pidfd_, POLLIN, 0};
+    int const result = poll(&ready, 1, static_cast<int>(std::ceil(std::min(left_ms, 1e9))));
+    if (result < 0 && errno != EINTR) throw_errno(errno, "cannot wait for a child process");
+  }
+}
+
+bool process::is_alive() const { return started_ && !reap(false); }
+
+std::optional<int> process::exit_code() const {
+  if (started_) (void)reap(false);
+  return exit_code_;
+}
+
+void process::send_signal(int signal_number) {
+  if (pidfd_ < 0) return;  // reaped: the pid may be someone else's now
+  if (syscall(SYS_pidfd_send_signal, pidfd_, signal_number, nullptr, 0) != 0 && errno != ESRCH)
+    throw_errno(errno, "cannot signal a child process");
+}
+
+void process::terminate() {
+  require_started("terminate");
+  send_signal(SIGTERM);
+}
+
+void process::kill() {
+  require_started("kill");
+  send_signal(SIGKILL);
+}
+
+}  // namespace xjob

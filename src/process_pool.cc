@@ -1,0 +1,780 @@
+// process_pool: one supervisor thread per pool starts the workers, hands each
+// idle worker the next task over its socket, completes futures, and replaces
+// workers that die, retire (max_tasks_per_child) or are needed again after
+// an idle timeout. Workers run one task at a time, so a dead worker's task
+// is known exactly; map chunks amortise the round trip.
+#include <xjob/process_pool.hpp>
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <deque>
+#include <future>
+#include <sstream>
+#include <system_error>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include <xjob/cpu_count.hpp>
+#include <xjob/init.hpp>
+#include <xjob/parallel_config.hpp>
+#include <xjob/worker.hpp>
+
+#include "process/worker_launcher.hpp"
+
+namespace xjob {
+
+namespace detail {
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+constexpr char const* pool_entry_name = "xjob.pool";
+constexpr std::uint64_t no_offset = UINT64_MAX;
+
+[[noreturn]] void throw_errno(std::string const& what) {
+  throw std::system_error(errno, std::generic_category(), what);
+}
+
+// Frames on a worker's socket: a header, then `bytes` of payload.
+enum class frame_kind : std::uint32_t {
+  hello = 1,  // pool -> worker: index, initializer
+  task = 2,   // pool -> worker: an encoded remote_call
+  quit = 3,   // pool -> worker: exit now
+  ready = 10,        // worker -> pool: initialised, waiting for tasks
+  init_failed = 11,  // worker -> pool: the initializer threw (type, message)
+  result = 12,       // worker -> pool: the task's encoded result
+  failure = 13,      // worker -> pool: the task threw (offset, type, message)
+};
+
+struct frame_header {
+  frame_kind kind = frame_kind::quit;
+  std::uint32_t reserved = 0;
+  std::uint64_t bytes = 0;
+};
+
+bool write_all(int fd, void const* data, std::size_t size) noexcept {
+  auto const* at = static_cast<char const*>(data);
+  while (size > 0) {
+    ssize_t const written = send(fd, at, size, MSG_NOSIGNAL);
+    if (written < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    at += written;
+    size -= static_cast<std::size_t>(written);
+  }
+  return true;
+}
+
+bool read_all(int fd, void* data, std::size_t size) noexcept {
+  auto* at = static_cast<char*>(data);
+  while (size > 0) {
+    ssize_t const got = read(fd, at, size);
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) return false;
+    at += got;
+    size -= static_cast<std::size_t>(got);
+  }
+  return true;
+}
+
+bool send_frame(int fd, frame_kind kind, std::string_view payload) noexcept {
+  frame_header const header{kind, 0, payload.size()};
+  // One write for small frames: a worker blocked on read wakes once.
+  if (payload.size() <= 4096) {
+    char buffer[sizeof header + 4096];
+    std::memcpy(buffer, &header, sizeof header);
+    if (!payload.empty()) std::memcpy(buffer + sizeof header, payload.data(), payload.size());
+    return write_all(fd, buffer, sizeof header + payload.size());
+  }
+  return write_all(fd, &header, sizeof header) && write_all(fd, payload.data(), payload.size());
+}
+
+// Reads one frame; false at end of stream or on an error.
+bool receive_frame(int fd, frame_kind& kind, std::string& payload) {
+  frame_header header;
+  if (!read_all(fd, &header, sizeof header)) return false;
+  kind = header.kind;
+  payload.resize(static_cast<std::size_t>(header.bytes));
+  return read_all(fd, payload.data(), payload.size());
+}
+
+struct failure_message {
+  std::uint64_t offset = no_offset;  // position in a map chunk, if any
+  std::string type_name;
+  std::string message;
+  template <class Archive>
+  void serialize(Archive& archive) {
+    archive(offset, type_name, message);
+  }
+};
+
+struct hello_message {
+  int index = 0;
+  std::optional<remote_call> initializer;
+  template <class Archive>
+  void serialize(Archive& archive) {
+    archive(index, initializer);
+  }
+};
+
+// Workers leave through _exit: the program's atexit handlers and static
+// destructors belong to the caller.
+[[noreturn]] void leave(int status) noexcept {
+  std::fflush(nullptr);
+  _exit(status);
+}
+
+// The worker's whole life.
+[[noreturn]] void pool_worker_main(int channel) noexcept {
+  frame_kind kind{};
+  std::string payload;
+  std::string result;
+  try {
+    if (!receive_frame(channel, kind, payload) || kind != frame_kind::hello) leave(0);
+    auto const hello = decode_value<hello_message>(payload, "the pool's hello");
+    set_worker_index(hello.index);
+    if (hello.initializer) {
+      try {
+        run_remote(*hello.initializer, result);
+      } catch (...) {
+        task_failure const failure = describe_current_exception(0);
+        (void)send_frame(channel, frame_kind::init_failed,
+                         encode_value(failure_message{no_offset, failure.type_name, failure.message}));
+        leave(1);
+      }
+    }
+    if (!send_frame(channel, frame_kind::ready, {})) leave(0);
+    for (;;) {
+      if (!receive_frame(channel, kind, payload) || kind != frame_kind::task) leave(0);
+      result.clear();
+      failure_message failed;
+      bool ok = false;
+      try {
+        run_remote(decode_value<remote_call>(payload, "a task"), result);
+        ok = true;
+      } catch (chunk_item_failure const& item) {
+        failed = {item.failure.task_index, item.failure.type_name, item.failure.message};
+      } catch (...) {
+        task_failure const failure = describe_current_exception(0);
+        failed = {no_offset, failure.type_name, failure.message};
+      }
+      bool const sent = ok ? send_frame(channel, frame_kind::result, result)
+                           : send_frame(channel, frame_kind::failure, encode_value(failed));
+      if (!sent) leave(0);
+    }
+  } catch (...) {
+    // Out of memory or a malformed frame: the pool sees the worker die.
+    leave(3);
+  }
+}
+
+// Throwers for pool_job::raise.
+std::function<void()> raise_pool_broken(std::string why) {
+  return [why = std::move(why)] { throw pool_broken(why); };
+}
+std::function<void()> raise_task_cancelled(std::string why) {
+  return [why = std::move(why)] { throw task_cancelled(why); };
+}
+
+[[maybe_unused]] bool const pool_entry_registered = process::register_worker_entry(pool_entry_name, pool_worker_main);
+
+}  // namespace
+
+bool job_done(job_status status) noexcept {
+  return status == job_status::finished || status == job_status::failed || status == job_status::cancelled;
+}
+
+job_status job_status_of(pool_job& job) noexcept {
+  std::lock_guard lock(job.board->mutex);
+  return job.status;
+}
+
+void wait_job(pool_job& job) {
+  std::unique_lock lock(job.board->mutex);
+  job.board->changed.wait(lock, [&] { return job_done(job.status); });
+}
+
+bool wait_job_until(pool_job& job, clock_type::time_point deadline) {
+  std::unique_lock lock(job.board->mutex);
+  return job.board->changed.wait_until(lock, deadline, [&] { return job_done(job.status); });
+}
+
+bool cancel_job(pool_job& job) noexcept {
+  std::lock_guard lock(job.board->mutex);
+  if (job.status != job_status::pending) return job.status == job_status::cancelled;
+  job.status = job_status::cancelled;
+  job.raise = raise_task_cancelled(fmt::format("task {} was cancelled", job.first_task));
+  job.board->changed.notify_all();
+  return true;
+}
+
+bool wait_jobs(std::span<pool_job* const> jobs, jobs_predicate const& done,
+               std::optional<clock_type::time_point> deadline) {
+  std::vector<job_status> statuses(jobs.size());
+  if (jobs.empty()) return done(statuses);
+  bool const one_board = std::all_of(jobs.begin(), jobs.end(), [&](pool_job* j) { return j->board == jobs[0]->board; });
+  if (one_board) {
+    pool_board& board = *jobs[0]->board;
+    std::unique_lock lock(board.mutex);
+    auto const holds = [&] {
+      for (std::size_t i = 0; i < jobs.size(); ++i) statuses[i] = jobs[i]->status;
+      return done(statuses);
+    };
+    if (!deadline) {
+      board.changed.wait(lock, holds);
+      return true;
+    }
+    return board.changed.wait_until(lock, *deadline, holds);
+  }
+  // Futures of several pools: look every millisecond.
+  for (;;) {
+    for (std::size_t i = 0; i < jobs.size(); ++i) statuses[i] = job_status_of(*jobs[i]);
+    if (done(statuses)) return true;
+    if (deadline && clock_type::now() >= *deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
+
+wait_result wait_for_jobs(std::span<pool_job* const> jobs, return_when when,
+                          std::optional<clock_type::time_point> deadline) {
+  auto satisfied = [&](std::span<job_status const> statuses) {
+    std::size_t finished = 0;
+    for (job_status const status : statuses) {
+      if (!job_done(status)) continue;
+      ++finished;
+      if (when == return_when::first_completed) return true;
+      if (when == return_when::first_exception && status == job_status::failed) return true;
+    }
+    return finished == statuses.size();
+  };
+  (void)wait_jobs(jobs, satisfied, deadline);
+  wait_result result;
+  for (std::size_t i = 0; i < jobs.size(); ++i)
+    (job_done(job_status_of(*jobs[i])) ? result.done : result.not_done).push_back(i);
+  return result;
+}
+
+class pool_core {
+ public:
+  explicit pool_core(pool_options const& options)
+      : method_(options.start_method),
+        initializer_(options.initializer.call() != nullptr ? std::optional(*options.initializer.call()) : std::nullopt),
+        max_tasks_per_child_(options.max_tasks_per_child),
+        idle_timeout_(options.idle_timeout),
+        board_(std::make_shared<pool_board>()),
+        target_(resolve_n_jobs(options.processes)) {
+    if (method_ != start_method::fork && !initialized())
+      throw invalid_argument(fmt::format("start method {} needs xjob::init(argc, argv) at the top of main",
+                                         to_string(method_)));
+    wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (wake_fd_ < 0) throw_errno("cannot create an eventfd for a process pool");
+    // Workers are started by the supervisor thread: a forked worker dies
+    // with the thread that forked it (PR_SET_PDEATHSIG), and that thread
+    // lives exactly as long as the pool. The first ones start before the
+    // constructor returns, so a pool that cannot start fails here.
+    std::promise<void> started;
+    auto first_workers = started.get_future();
+    int const first_count = target_;
+    supervisor_ = std::thread([this, &started, first_count] {
+      try {
+        for (int i = 0; i < first_count; ++i) start_worker(first_count);
+        publish_pids();
+      } catch (...) {
+        for (worker& w : workers_) kill_and_reap(w);
+        workers_.clear();
+        started.set_exception(std::current_exception());
+        return;
+      }
+      started.set_value();
+      supervise();
+    });
+    try {
+      first_workers.get();
+    } catch (...) {
+      supervisor_.join();
+      close(wake_fd_);
+      throw;
+    }
+  }
+
+  pool_core(pool_core const&) = delete;
+  pool_core& operator=(pool_core const&) = delete;
+
+  ~pool_core() {
+    shutdown(shutdown_mode::finish_pending);
+    close(wake_fd_);
+  }
+
+  std::shared_ptr<pool_job> enqueue(remote_call const& call, std::size_t first_task) {
+    auto job = std::make_shared<pool_job>();
+    job->board = board_;
+    job->request = encode_value(call);
+    {
+      std::lock_guard lock(board_->mutex);
+      if (stopping_ || broken_)
+        throw pool_broken(broken_ ? broken_why_ : std::string("the process pool was shut down; it takes no more tasks"));
+      job->first_task = first_task != SIZE_MAX ? first_task : submitted_++;
+      pending_.push_back(job);
+    }
+    wake();
+    return job;
+  }
+
+  void resize(int processes) {
+    int const count = resolve_n_jobs(processes);
+    {
+      std::lock_guard lock(board_->mutex);
+      target_ = count;
+    }
+    wake();
+  }
+
+  void shutdown(shutdown_mode mode) {
+    {
+      std::lock_guard lock(board_->mutex);
+      if (!stopping_ || mode > mode_) mode_ = mode;
+      stopping_ = true;
+    }
+    wake();
+    std::lock_guard join_lock(join_mutex_);
+    if (supervisor_.joinable()) supervisor_.join();
+  }
+
+  int size() const noexcept {
+    std::lock_guard lock(board_->mutex);
+    return target_;
+  }
+
+  std::vector<int> pids() const {
+    std::lock_guard lock(board_->mutex);
+    return pids_;
+  }
+
+  start_method method() const noexcept { return method_; }
+  int target_for_chunks() const noexcept { return size(); }
+
+ private:
+  enum class worker_state { starting, idle, busy, retiring };
+
+  struct worker {
+    pid_t pid = -1;
+    int pidfd = -1;
+    int channel = -1;
+    int index = 0;
+    worker_state state = worker_state::starting;
+    std::shared_ptr<pool_job> job;
+    std::size_t tasks_done = 0;
+    clock_type::time_point idle_since{};
+  };
+
+  void wake() noexcept {
+    std::uint64_t const one = 1;
+    [[maybe_unused]] ssize_t const ignored = write(wake_fd_, &one, sizeof one);
+  }
+
+  // `pool_size` is the worker count the pool aims for: each worker's share
+  // of the CPUs for nested parallelism follows from it.
+  void start_worker(int pool_size) {
+    int const share = std::max(1, cpu_count() / std::max(1, pool_size));
+    process::launched_worker const launched = process::launch_worker(method_, pool_entry_name, share);
+    worker w;
+    w.pid = launched.pid;
+    w.channel = launched.channel_fd;
+    w.pidfd = static_cast<int>(syscall(SYS_pidfd_open, launched.pid, 0));
+    if (w.pidfd < 0) {
+      int const saved = errno;
+      ::kill(launched.pid, SIGKILL);
+      while (waitpid(launched.pid, nullptr, 0) < 0 && errno == EINTR) {
+      }
+      close(launched.channel_fd);
+      errno = saved;
+      throw_errno("cannot open a pidfd for a pool worker");
+    }
+    w.index = next_index_++;
+    hello_message hello{w.index, initializer_};
+    // A worker that cannot be told hello has died; the pidfd reports it.
+    (void)send_frame(w.channel, frame_kind::hello, encode_value(hello));
+    workers_.push_back(std::move(w));
+  }
+
+  static void kill_and_reap(worker& w) noexcept {
+    if (w.pidfd >= 0) {
+      syscall(SYS_pidfd_send_signal, w.pidfd, SIGKILL, nullptr, 0);
+      siginfo_t info{};
+      while (waitid(P_PIDFD, static_cast<id_t>(w.pidfd), &info, WEXITED) < 0 && errno == EINTR) {
+      }
+      close(w.pidfd);
+      w.pidfd = -1;
+    }
+    if (w.channel >= 0) close(w.channel);
+    w.channel = -1;
+  }
+
+  void publish_pids() {
+    std::vector<int> pids;
+    for (worker const& w : workers_) pids.push_back(w.pid);
+    std::lock_guard lock(board_->mutex);
+    pids_ = std::move(pids);
+  }
+
+  // Completes `job` (under the board's mutex) and wakes its waiters.
+  void complete(pool_job& job, job_status status, std::string result, std::function<void()> raise) {
+    std::lock_guard lock(board_->mutex);
+    job.status = status;
+    job.result = std::move(result);
+    job.raise = std::move(raise);
+    board_->changed.notify_all();
+  }
+
+  void break_pool(std::string why) {
+    std::deque<std::shared_ptr<pool_job>> pending;
+    {
+      std::lock_guard lock(board_->mutex);
+      if (!broken_) {
+        broken_ = true;
+        broken_why_ = std::move(why);
+      }
+      pending.swap(pending_);
+      for (auto& job : pending)
+        if (job->status == job_status::pending) {
+          job->status = job_status::failed;
+          job->raise = raise_pool_broken(broken_why_);
+        }
+      board_->changed.notify_all();
+    }
+    for (worker& w : workers_)
+      if (w.state == worker_state::idle || w.state == worker_state::starting) retire(w);
+  }
+
+  void retire(worker& w) {
+    if (w.state == worker_state::retiring) return;
+    (void)send_frame(w.channel, frame_kind::quit, {});
+    w.state = worker_state::retiring;
+  }
+
+  void supervise() noexcept {
+    std::vector<pollfd> polled;
+    std::vector<std::size_t> polled_worker;
+    for (;;) {
+      int target = 0;
+      bool stopping = false;
+      shutdown_mode mode = shutdown_mode::finish_pending;
+      bool have_pending = false;
+      bool broken = false;
+      {
+        std::lock_guard lock(board_->mutex);
+        target = target_;
+        stopping = stopping_;
+        mode = mode_;
+        broken = broken_;
+        while (!pending_.empty() && pending_.front()->status == job_status::cancelled) pending_.pop_front();
+        if (stopping && mode != shutdown_mode::finish_pending) {
+          for (auto& job : pending_)
+            if (job->status == job_status::pending) {
+              job->status = mode == shutdown_mode::kill_workers ? job_status::failed : job_status::cancelled;
+              job->raise = mode == shutdown_mode::kill_workers
+                               ? raise_pool_broken(
+                                     "the process pool was shut down (kill_workers) before this task started")
+                               : raise_task_cancelled(
+                                     fmt::format("task {} was cancelled by the pool's shutdown", job->first_task));
+            }
+          pending_.clear();
+          board_->changed.notify_all();
+        }
+        have_pending = !pending_.empty();
+      }
+      if (stopping && mode == shutdown_mode::kill_workers) {
+        for (worker& w : workers_) {
+          if (w.job)
+            complete(*w.job, job_status::failed, {},
+                     raise_pool_broken(fmt::format("the process pool was shut down (kill_workers) while task {} ran",
+                                                   w.job->first_task)));
+          w.job.reset();
+          kill_and_reap(w);
+        }
+        workers_.clear();
+        publish_pids();
+        return;
+      }
+      manage_workers(target, stopping, have_pending, broken);
+      dispatch();
+      if (stopping && workers_.empty()) {
+        publish_pids();
+        return;
+      }
+      polled.assign(1, pollfd{wake_fd_, POLLIN, 0});
+      polled_worker.assign(1, 0);
+      for (std::size_t i = 0; i < workers_.size(); ++i) {
+        polled.push_back(pollfd{workers_[i].channel, POLLIN, 0});
+        polled_worker.push_back(i);
+        polled.push_back(pollfd{workers_[i].pidfd, POLLIN, 0});
+        polled_worker.push_back(i);
+      }
+      int const ready = poll(polled.data(), polled.size(), poll_timeout_ms());
+      if (ready < 0 && errno != EINTR) {
+        // Nothing sensible is left to do; fail what waits rather than hang.
+        break_pool(fmt::format("the process pool's supervisor failed: {}", std::strerror(errno)));
+        for (worker& w : workers_) kill_and_reap(w);
+        workers_.clear();
+        return;
+      }
+      if (ready <= 0) continue;
+      if (polled[0].revents != 0) {
+        std::uint64_t count = 0;
+        [[maybe_unused]] ssize_t const ignored = read(wake_fd_, &count, sizeof count);
+      }
+      std::vector<std::size_t> dead;
+      for (std::size_t i = 1; i < polled.size(); i += 2) {
+        std::size_t const w = polled_worker[i];
+        if (polled[i].revents != 0 && !on_message(workers_[w])) polled[i + 1].revents |= POLLIN;
+        if (polled[i + 1].revents != 0) dead.push_back(w);
+      }
+      std::sort(dead.begin(), dead.end());
+      dead.erase(std::unique(dead.begin(), dead.end()), dead.end());
+      for (auto it = dead.rbegin(); it != dead.rend(); ++it) on_death(*it);
+      if (!dead.empty()) publish_pids();
+    }
+  }
+
+  // Starts and retires workers so that the pool has `target` of them, less
+  // those an idle timeout let go while nothing is pending. A pool that is
+  // stopping keeps workers while tasks are pending (finish_pending).
+  void manage_workers(int target, bool stopping, bool have_pending, bool broken) {
+    auto const now = clock_type::now();
+    if (broken || (stopping && !have_pending)) {
+      // Busy workers are retired once their task is done.
+      for (worker& w : workers_)
+        if (w.state != worker_state::busy) retire(w);
+      return;
+    }
+    int active = static_cast<int>(std::count_if(workers_.begin(), workers_.end(),
+                                                [](worker const& w) { return w.state != worker_state::retiring; }));
+    // Shrink: idle workers first, then busy ones after their task.
+    for (worker& w : workers_) {
+      if (active <= target) break;
+      if (w.state == worker_state::idle || w.state == worker_state::starting) {
+        retire(w);
+        --active;
+      }
+    }
+    if (idle_timeout_ && !have_pending) {
+      auto const limit = std::chrono::duration_cast<clock_type::duration>(*idle_timeout_);
+      for (worker& w : workers_)
+        if (w.state == worker_state::idle && now - w.idle_since >= limit) {
+          retire(w);
+          --active;
+        }
+    }
+    bool grew = false;
+    // Grow: to the target, except that after an idle timeout workers come
+    // back only when there is work.
+    int const wanted = idle_timeout_ && !have_pending ? active : target;
+    for (; active < wanted; ++active) {
+      try {
+        start_worker(target);
+        grew = true;
+      } catch (std::exception const& e) {
+        break_pool(fmt::format("the process pool cannot start a worker: {}", e.what()));
+        break;
+      }
+    }
+    if (grew) publish_pids();
+  }
+
+  void dispatch() {
+    for (worker& w : workers_) {
+      if (w.state != worker_state::idle) continue;
+      std::shared_ptr<pool_job> job;
+      {
+        std::lock_guard lock(board_->mutex);
+        while (!pending_.empty() && !job) {
+          auto next = std::move(pending_.front());
+          pending_.pop_front();
+          if (next->status != job_status::pending) continue;
+          next->status = job_status::running;
+          job = std::move(next);
+        }
+      }
+      if (!job) return;
+      if (!send_frame(w.channel, frame_kind::task, job->request)) {
+        // The worker died; its pidfd will say so. The task goes back first.
+        std::lock_guard lock(board_->mutex);
+        job->status = job_status::pending;
+        pending_.push_front(std::move(job));
+        w.state = worker_state::retiring;
+        continue;
+      }
+      w.job = std::move(job);
+      w.state = worker_state::busy;
+    }
+  }
+
+  // Handles one frame from `w`; false if its channel ended.
+  bool on_message(worker& w) {
+    frame_kind kind{};
+    std::string payload;
+    if (!receive_frame(w.channel, kind, payload)) return false;
+    switch (kind) {
+      case frame_kind::ready:
+        if (w.state == worker_state::starting) w.state = worker_state::idle;
+        w.idle_since = clock_type::now();
+        break;
+      case frame_kind::init_failed: {
+        failure_message failure;
+        try {
+          failure = decode_value<failure_message>(payload, "an initializer failure");
+        } catch (std::exception const& e) {
+          failure.message = e.what();
+        }
+        break_pool(fmt::format("the process pool's initializer failed in worker process {}: {}: {}", w.pid,
+                               failure.type_name, failure.message));
+        w.state = worker_state::retiring;
+        break;
+      }
+      case frame_kind::result:
+      case frame_kind::failure: {
+        if (!w.job) break;
+        std::shared_ptr<pool_job> job = std::move(w.job);
+        if (kind == frame_kind::result) {
+          complete(*job, job_status::finished, std::move(payload), nullptr);
+        } else {
+          failure_message failure;
+          try {
+            failure = decode_value<failure_message>(payload, "a task failure");
+          } catch (std::exception const& e) {
+            failure.type_name = "xjob::error";
+            failure.message = e.what();
+          }
+          std::size_t const index = failure.offset != no_offset ? job->first_task + failure.offset : job->first_task;
+          complete(*job, job_status::failed, {},
+                   [index, type_name = failure.type_name, message = failure.message] {
+                     throw task_error(index, type_name, message);
+                   });
+        }
+        ++w.tasks_done;
+        if (max_tasks_per_child_ != 0 && w.tasks_done >= max_tasks_per_child_) {
+          w.state = worker_state::idle;
+          retire(w);
+        } else if (w.state == worker_state::busy) {
+          w.state = worker_state::idle;
+          w.idle_since = clock_type::now();
+        }
+        break;
+      }
+      default:
+        break;
+    }
+    return true;
+  }
+
+  void on_death(std::size_t index) {
+    worker& w = workers_[index];
+    siginfo_t info{};
+    int result = 0;
+    do {
+      result = waitid(P_PIDFD, static_cast<id_t>(w.pidfd), &info, WEXITED);
+    } while (result < 0 && errno == EINTR);
+    close(w.pidfd);
+    close(w.channel);
+    int const signal = result == 0 && info.si_code != CLD_EXITED ? info.si_status : 0;
+    int const status = result == 0 && info.si_code == CLD_EXITED ? info.si_status : -1;
+    if (w.job) {
+      complete(*w.job, job_status::failed, {},
+               [task = w.job->first_task, pid = w.pid, signal, status] {
+                 throw worker_crashed(task, pid, signal, status, 1);
+               });
+    } else if (w.state == worker_state::starting) {
+      bool broken = false;
+      {
+        std::lock_guard lock(board_->mutex);
+        broken = broken_;
+      }
+      if (!broken)
+        break_pool(fmt::format("a worker process of the pool died while starting: {}",
+                               worker_crashed(std::nullopt, w.pid, signal, status, 1).what()));
+    }
+    workers_.erase(workers_.begin() + static_cast<std::ptrdiff_t>(index));
+  }
+
+  int poll_timeout_ms() const {
+    if (!idle_timeout_) return -1;
+    return static_cast<int>(std::clamp(idle_timeout_->count() * 250.0, 1.0, 1000.0));
+  }
+
+  start_method const method_;
+  std::optional<remote_call> const initializer_;
+  std::size_t const max_tasks_per_child_;
+  std::optional<std::chrono::duration<double>> const idle_timeout_;
+  std::shared_ptr<pool_board> board_;
+
+  // Guarded by board_->mutex.
+  int target_;
+  bool stopping_ = false;
+  shutdown_mode mode_ = shutdown_mode::finish_pending;
+  bool broken_ = false;
+  std::string broken_why_;
+  std::deque<std::shared_ptr<pool_job>> pending_;
+  std::size_t submitted_ = 0;
+  std::vector<int> pids_;
+
+  // The supervisor's own (and the constructor's, before it starts).
+  std::vector<worker> workers_;
+  int next_index_ = 0;
+  int wake_fd_ = -1;
+
+  std::mutex join_mutex_;
+  std::thread supervisor_;
+};
+
+}  // namespace detail
+
+process_pool::process_pool(pool_options options) : core_(std::make_shared<detail::pool_core>(options)) {}
+process_pool::process_pool(process_pool&&) noexcept = default;
+process_pool& process_pool::operator=(process_pool&& other) noexcept {
+  if (this != &other) {
+    if (core_) core_->shutdown(shutdown_mode::finish_pending);
+    core_ = std::move(other.core_);
+  }
+  return *this;
+}
+process_pool::~process_pool() {
+  if (core_) core_->shutdown(shutdown_mode::finish_pending);
+}
+
+std::shared_ptr<detail::pool_job> process_pool::enqueue(detail::remote_call call, std::size_t first_task) {
+  if (!core_) throw pool_broken("this process_pool was moved from");
+  return core_->enqueue(call, first_task);
+}
+
+std::size_t process_pool::worker_count_for_chunks() const noexcept {
+  return core_ ? static_cast<std::size_t>(std::max(1, core_->target_for_chunks())) : 1;
+}
+
+void process_pool::resize(int processes) {
+  if (!core_) throw pool_broken("this process_pool was moved from");
+  core_->resize(processes);
+}
+
+void process_pool::shutdown(shutdown_mode mode) {
+  if (core_) core_->shutdown(mode);
+}
+
+int process_pool::size() const noexcept { return core_ ? core_->size() : 0; }
+std::vector<int> process_pool::pids() const { return core_ ? core_->pids() : std::vector<int>{}; }
+start_method process_pool::start_method() const noexcept {
+  return core_ ? core_->method() : start_method::fork;
+}
+
+}  // namespace xjob

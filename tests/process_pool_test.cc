@@ -1,0 +1,312 @@
+// process_pool: Pool and ProcessPoolExecutor's API on long-lived workers,
+// with every start method; initializers run once, workers are reused and
+// recycled; throws, crashes, cancellation, shutdown and idle timeouts, each
+// caused for real; nothing left behind.
+#include <xjob/process_pool.hpp>
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <ranges>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#define CATCH_CONFIG_RUNNER
+#include <catch2/catch.hpp>
+
+#include "process_support.hpp"
+#include "test_support.hpp"
+#include <xjob/init.hpp>
+#include <xjob/worker.hpp>
+
+namespace {
+
+using namespace std::chrono_literals;
+
+// Set by the initializer, in each worker's own memory.
+int initializer_runs = 0;
+int initializer_value = 0;
+
+void initialize(int value) {
+  ++initializer_runs;
+  initializer_value = value;
+}
+
+void failing_initializer() { throw std::runtime_error("cannot load the model"); }
+
+int square(int x) { return x * x; }
+
+std::string repeat(std::string const& text, int times) {
+  std::string out;
+  for (int i = 0; i < times; ++i) out += text;
+  return out;
+}
+
+// What a task sees of the worker it runs in.
+struct worker_view {
+  int pid = 0;
+  int index = -1;
+  int initializer_runs = 0;
+  int initializer_value = 0;
+};
+
+worker_view look_around(int) {
+  return {getpid(), xjob::worker_index().value_or(-1), initializer_runs, initializer_value};
+}
+
+int slow_identity(int x) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(x));
+  return x;
+}
+
+int throw_on_seven(int x) {
+  if (x == 7) throw std::out_of_range("seven is out of range");
+  return x;
+}
+
+int crash_on(int x) {
+  if (x < 0) xjob::testing::crash("SIGSEGV");
+  return x;
+}
+
+void touch(int) {}
+
+double sum_of(std::vector<double> const& values) {
+  double total = 0;
+  for (double v : values) total += v;
+  return total;
+}
+
+}  // namespace
+
+TEST_CASE("map, starmap, imap, imap_unordered, submit and apply give the right results with every start method") {
+  xjob::start_method const method = GENERATE(xjob::start_method::fork, xjob::start_method::forkserver, xjob::start_method::spawn);
+  CAPTURE(xjob::to_string(method));
+  xjob::process_pool pool({.processes = 2, .start_method = method});
+  REQUIRE(pool.size() == 2);
+  REQUIRE(pool.start_method() == method);
+
+  std::vector<int> const squares = pool.map(square, std::views::iota(0, 20));
+  REQUIRE(squares.size() == 20);
+  for (int i = 0; i < 20; ++i) REQUIRE(squares[static_cast<std::size_t>(i)] == i * i);
+
+  std::vector<std::pair<std::string, int>> const pairs = {{"ab", 2}, {"c", 3}, {"", 5}};
+  REQUIRE(pool.starmap(repeat, pairs) == std::vector<std::string>{"abab", "ccc", ""});
+
+  std::vector<int> in_order;
+  for (int v : pool.imap(square, std::views::iota(0, 10))) in_order.push_back(v);
+  REQUIRE(in_order == std::vector<int>{0, 1, 4, 9, 16, 25, 36, 49, 64, 81});
+
+  std::multiset<int> unordered;
+  for (int v : pool.imap_unordered(square, std::vector<int>{3, 1, 2}, 1)) unordered.insert(v);
+  REQUIRE(unordered == std::multiset<int>{1, 4, 9});
+
+  pool.map(touch, std::views::iota(0, 5));  // void: nothing to return, failures still thrown
+
+  auto future = pool.submit(sum_of, std::vector<double>{1.5, 2.5, 3.0});
+  REQUIRE(future.get() == 7.0);
+  REQUIRE(pool.apply(square, 12) == 144);
+  auto lambda = pool.apply_async([](int a, int b) { return a - b; }, 10, 4);
+  REQUIRE(lambda.get() == 6);
+}
+
+TEST_CASE("the initializer runs once per worker, and workers are reused across calls") {
+  xjob::start_method const method = GENERATE(xjob::start_method::fork, xjob::start_method::forkserver, xjob::start_method::spawn);
+  CAPTURE(xjob::to_string(method));
+  xjob::process_pool pool({.processes = 2, .start_method = method, .initializer = xjob::delayed(initialize)(42)});
+  std::set<int> pids;
+  std::set<int> indices;
+  for (int round = 0; round < 3; ++round) {
+    for (worker_view const& seen : pool.map(look_around, std::views::iota(0, 16), 1)) {
+      REQUIRE(seen.initializer_runs == 1);
+      REQUIRE(seen.initializer_value == 42);
+      pids.insert(seen.pid);
+      indices.insert(seen.index);
+      REQUIRE(seen.pid != getpid());
+    }
+  }
+  // The same (at most 2) workers ran every call; a slow starter may have
+  // run none.
+  REQUIRE(pids.size() <= 2);
+  std::vector<int> const alive = pool.pids();
+  for (int pid : pids) REQUIRE(std::find(alive.begin(), alive.end(), pid) != alive.end());
+  for (int index : indices) REQUIRE((index == 0 || index == 1));
+}
+
+TEST_CASE("max_tasks_per_child replaces a worker after that many tasks") {
+  xjob::process_pool pool({.processes = 1, .max_tasks_per_child = 2});
+  std::map<int, int> tasks_per_pid;
+  for (int i = 0; i < 8; ++i) ++tasks_per_pid[pool.submit(look_around, i).get().pid];
+  REQUIRE(tasks_per_pid.size() == 4);
+  for (auto const& [pid, count] : tasks_per_pid) REQUIRE(count == 2);
+}
+
+TEST_CASE("a throwing task fails only its future, with the task's index, type and message") {
+  xjob::process_pool pool(2);
+  auto failing = pool.submit(throw_on_seven, 7);
+  XJOB_REQUIRE_THROWS_WITH_TEXT(failing.get(), xjob::task_error, "seven is out of range");
+  try {
+    failing.get();
+  } catch (xjob::task_error const& e) {
+    REQUIRE(e.type_name() == "std::out_of_range");
+    REQUIRE(e.message() == "seven is out of range");
+  }
+  REQUIRE(pool.submit(throw_on_seven, 6).get() == 6);
+  // In a map, the item's index in the input.
+  try {
+    (void)pool.map(throw_on_seven, std::views::iota(0, 20), 3);
+    FAIL("map did not throw");
+  } catch (xjob::task_error const& e) {
+    REQUIRE(e.task_index() == 7);
+    REQUIRE(e.type_name() == "std::out_of_range");
+  }
+  REQUIRE(pool.map(square, std::vector<int>{2, 3}) == std::vector<int>{4, 9});
+}
+
+TEST_CASE("a worker that crashes fails its task with worker_crashed and is replaced") {
+  xjob::process_pool pool(2);
+  std::vector<int> const before = pool.pids();
+  auto crashed = pool.submit(crash_on, -1);
+  try {
+    (void)crashed.get();
+    FAIL("no crash reported");
+  } catch (xjob::worker_crashed const& e) {
+    REQUIRE(e.signal() == SIGSEGV);
+    REQUIRE(std::find(before.begin(), before.end(), e.pid()) != before.end());
+    REQUIRE(std::string(e.what()).find("SIGSEGV") != std::string::npos);
+  }
+  REQUIRE(pool.map(crash_on, std::views::iota(0, 10)) == std::vector<int>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9});
+  auto const deadline = std::chrono::steady_clock::now() + 5s;
+  while (pool.pids().size() != 2 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+  REQUIRE(pool.pids().size() == 2);
+}
+
+TEST_CASE("a task not yet started can be cancelled; a running one cannot") {
+  xjob::process_pool pool(1);
+  auto running = pool.submit(slow_identity, 300);
+  auto waiting = pool.submit(slow_identity, 1);
+  auto const deadline = std::chrono::steady_clock::now() + 5s;
+  while (!running.running() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+  REQUIRE(running.running());
+  REQUIRE_FALSE(running.cancel());
+  REQUIRE(waiting.cancel());
+  REQUIRE(waiting.cancelled());
+  REQUIRE_THROWS_AS(waiting.get(), xjob::task_cancelled);
+  REQUIRE(running.get() == 300);
+}
+
+TEST_CASE("wait and as_completed follow the order in which tasks finish") {
+  xjob::process_pool pool(3);
+  std::vector<xjob::pool_future<int>> futures;
+  for (int ms : {400, 10, 200}) futures.push_back(pool.submit(slow_identity, ms));
+  auto const first = xjob::wait(futures, xjob::return_when::first_completed);
+  REQUIRE(std::find(first.done.begin(), first.done.end(), 1) != first.done.end());
+  REQUIRE(first.not_done.size() + first.done.size() == 3);
+  std::vector<int> order;
+  for (auto& f : xjob::as_completed(futures)) order.push_back(f.get());
+  REQUIRE(order == std::vector<int>{10, 200, 400});
+  auto const all = xjob::wait(futures);
+  REQUIRE(all.done.size() == 3);
+
+  auto slow = pool.submit(slow_identity, 500);
+  std::vector<xjob::pool_future<int>> one = {slow};
+  auto const timed = xjob::wait(one, xjob::return_when::all_completed, 20ms);
+  REQUIRE(timed.not_done == std::vector<std::size_t>{0});
+  REQUIRE_THROWS_AS([&] { for (auto& f : xjob::as_completed(one, 20ms)) (void)f; }(), xjob::timeout_error);
+  REQUIRE(slow.get() == 500);
+}
+
+TEST_CASE("resize grows and shrinks the pool") {
+  xjob::process_pool pool(1);
+  pool.resize(3);
+  REQUIRE(pool.size() == 3);
+  auto wait_for_count = [&](std::size_t n) {
+    auto const deadline = std::chrono::steady_clock::now() + 10s;
+    while (pool.pids().size() != n && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+    return pool.pids().size();
+  };
+  REQUIRE(wait_for_count(3) == 3);
+  pool.resize(1);
+  REQUIRE(wait_for_count(1) == 1);
+  REQUIRE(pool.map(square, std::views::iota(0, 5)) == std::vector<int>{0, 1, 4, 9, 16});
+  REQUIRE_THROWS_AS(pool.resize(0), xjob::invalid_argument);
+}
+
+TEST_CASE("shutdown finishes, cancels or kills what is pending, and the pool then refuses tasks") {
+  SECTION("finish_pending") {
+    xjob::process_pool pool(1);
+    auto a = pool.submit(slow_identity, 50);
+    auto b = pool.submit(slow_identity, 20);
+    pool.shutdown();
+    REQUIRE(a.get() == 50);
+    REQUIRE(b.get() == 20);
+    REQUIRE(pool.pids().empty());
+    REQUIRE_THROWS_AS((void)pool.submit(square, 2), xjob::pool_broken);
+  }
+  SECTION("cancel_pending") {
+    xjob::process_pool pool(1);
+    auto a = pool.submit(slow_identity, 200);
+    auto const deadline = std::chrono::steady_clock::now() + 5s;
+    while (!a.running() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+    auto b = pool.submit(slow_identity, 20);
+    pool.shutdown(xjob::shutdown_mode::cancel_pending);
+    REQUIRE(a.get() == 200);
+    REQUIRE(b.cancelled());
+  }
+  SECTION("kill_workers") {
+    xjob::process_pool pool(1);
+    auto a = pool.submit(slow_identity, 10'000);
+    auto const deadline = std::chrono::steady_clock::now() + 5s;
+    while (!a.running() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+    auto const start = std::chrono::steady_clock::now();
+    pool.shutdown(xjob::shutdown_mode::kill_workers);
+    REQUIRE(std::chrono::steady_clock::now() - start < 5s);
+    REQUIRE_THROWS_AS(a.get(), xjob::pool_broken);
+  }
+}
+
+TEST_CASE("idle workers exit after idle_timeout and come back for new work") {
+  xjob::process_pool pool({.processes = 2, .idle_timeout = 50ms});
+  REQUIRE(pool.map(square, std::views::iota(0, 4)) == std::vector<int>{0, 1, 4, 9});
+  auto const deadline = std::chrono::steady_clock::now() + 5s;
+  while (!pool.pids().empty() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(5ms);
+  REQUIRE(pool.pids().empty());
+  REQUIRE(pool.submit(square, 9).get() == 81);
+}
+
+TEST_CASE("an initializer that throws breaks the pool with its message") {
+  xjob::process_pool pool({.processes = 1, .initializer = xjob::pool_initializer(failing_initializer)});
+  // Whether the task was queued before the worker failed or not, it fails.
+  XJOB_REQUIRE_THROWS_WITH_TEXT(pool.submit(square, 3).get(), xjob::pool_broken, "cannot load the model");
+  XJOB_REQUIRE_THROWS_WITH_TEXT((void)pool.submit(square, 3), xjob::pool_broken, "initializer failed");
+}
+
+TEST_CASE("bad worker counts are refused") {
+  XJOB_REQUIRE_THROWS_WITH_TEXT(xjob::process_pool(0), xjob::invalid_argument, "n_jobs must not be 0");
+}
+
+TEST_CASE("a pool leaves no child, descriptor or shared memory behind, whatever happened") {
+  xjob::start_method const method = GENERATE(xjob::start_method::fork, xjob::start_method::forkserver, xjob::start_method::spawn);
+  CAPTURE(xjob::to_string(method));
+  xjob::testing::process_resources const before;
+  {
+    xjob::process_pool pool({.processes = 2, .start_method = method});
+    REQUIRE(pool.map(square, std::views::iota(0, 50)) .size() == 50);
+    REQUIRE_THROWS_AS(pool.submit(crash_on, -1).get(), xjob::worker_crashed);
+    REQUIRE_THROWS_AS(pool.submit(throw_on_seven, 7).get(), xjob::task_error);
+  }
+  xjob::testing::require_nothing_left(before);
+}
+
+int main(int argc, char** argv) {
+  xjob::init(argc, argv);
+  return Catch::Session().run(argc, argv);
+}
