@@ -287,7 +287,7 @@ class pool_core {
     std::promise<void> started;
     auto first_workers = started.get_future();
     int const first_count = target_;
-    supervisor_ = std::thread([this, &started, first_count] {
+    supervisor_ = std::make_unique<std::thread>([this, &started, first_count] {
       try {
         for (int i = 0; i < first_count; ++i) start_worker(first_count);
         publish_pids();
@@ -303,7 +303,7 @@ class pool_core {
     try {
       first_workers.get();
     } catch (...) {
-      supervisor_.join();
+      supervisor_->join();
       close(wake_fd_);
       throw;
     }
@@ -342,6 +342,12 @@ class pool_core {
   }
 
   void shutdown(shutdown_mode mode) {
+    // A forked copy of the owner (a task's exit() running static
+    // destructors) has no supervisor thread to stop or join.
+    if (getpid() != owner_) {
+      (void)supervisor_.release();
+      return;
+    }
     {
       std::lock_guard lock(board_->mutex);
       if (!stopping_ || mode > mode_) mode_ = mode;
@@ -349,7 +355,7 @@ class pool_core {
     }
     wake();
     std::lock_guard join_lock(join_mutex_);
-    if (supervisor_.joinable()) supervisor_.join();
+    if (supervisor_->joinable()) supervisor_->join();
   }
 
   int size() const noexcept {
@@ -403,10 +409,17 @@ class pool_core {
       throw_errno("cannot open a pidfd for a pool worker");
     }
     w.index = next_index_++;
-    hello_message hello{w.index, initializer_};
-    // A worker that cannot be told hello has died; the pidfd reports it.
-    (void)send_frame(w.channel, frame_kind::hello, encode_value(hello));
-    workers_.push_back(std::move(w));
+    // Recorded before anything that can throw, so that it is killed and
+    // reaped on every path.
+    try {
+      workers_.push_back(w);
+    } catch (...) {
+      kill_and_reap(w);
+      throw;
+    }
+    // A worker that cannot be told hello is killed; its pidfd reports it.
+    if (!send_frame(workers_.back().channel, frame_kind::hello, encode_value(hello_message{w.index, initializer_})))
+      kill(workers_.back());
   }
 
   static void kill_and_reap(worker& w) noexcept {
@@ -458,13 +471,47 @@ class pool_core {
       if (w.state == worker_state::idle || w.state == worker_state::starting) retire(w);
   }
 
-  void retire(worker& w) {
+  void retire(worker& w) noexcept {
     if (w.state == worker_state::retiring) return;
-    (void)send_frame(w.channel, frame_kind::quit, {});
+    // A worker that cannot be told to quit would never exit by itself.
+    if (!send_frame(w.channel, frame_kind::quit, {})) kill(w);
     w.state = worker_state::retiring;
   }
 
+  static void kill(worker const& w) noexcept { syscall(SYS_pidfd_send_signal, w.pidfd, SIGKILL, nullptr, 0); }
+
+  // The supervisor cannot go on (poll failed, out of memory): fail what
+  // waits and runs, rather than leave it waiting forever.
+  void abandon(std::string const& why) noexcept {
+    for (worker& w : workers_) {
+      if (w.job) {
+        try {
+          complete(*w.job, job_status::failed, {}, raise_pool_broken(why));
+        } catch (...) {
+        }
+      }
+      w.job.reset();
+      kill_and_reap(w);
+    }
+    workers_.clear();
+    try {
+      break_pool(why);
+      publish_pids();
+    } catch (...) {
+    }
+  }
+
   void supervise() noexcept {
+    try {
+      supervise_loop();
+    } catch (std::exception const& e) {
+      abandon(fmt::format("the process pool's supervisor failed: {}", e.what()));
+    } catch (...) {
+      abandon("the process pool's supervisor failed");
+    }
+  }
+
+  void supervise_loop() {
     std::vector<pollfd> polled;
     std::vector<std::size_t> polled_worker;
     for (;;) {
@@ -524,10 +571,7 @@ class pool_core {
       }
       int const ready = poll(polled.data(), polled.size(), poll_timeout_ms());
       if (ready < 0 && errno != EINTR) {
-        // Nothing sensible is left to do; fail what waits rather than hang.
-        break_pool(fmt::format("the process pool's supervisor failed: {}", std::strerror(errno)));
-        for (worker& w : workers_) kill_and_reap(w);
-        workers_.clear();
+        abandon(fmt::format("the process pool's supervisor cannot wait for its workers: {}", std::strerror(errno)));
         return;
       }
       if (ready <= 0) continue;
@@ -613,6 +657,7 @@ class pool_core {
         std::lock_guard lock(board_->mutex);
         job->status = job_status::pending;
         pending_.push_front(std::move(job));
+        kill(w);
         w.state = worker_state::retiring;
         continue;
       }
@@ -684,8 +729,16 @@ class pool_core {
     siginfo_t info{};
     int result = 0;
     do {
-      result = waitid(P_PIDFD, static_cast<id_t>(w.pidfd), &info, WEXITED);
+      result = waitid(P_PIDFD, static_cast<id_t>(w.pidfd), &info, WEXITED | WNOHANG);
     } while (result < 0 && errno == EINTR);
+    if (result == 0 && info.si_pid == 0) {
+      // Its channel ended but it lives (a task closed the socket, or it is
+      // on its way out): a worker the pool cannot talk to is of no use.
+      kill(w);
+      do {
+        result = waitid(P_PIDFD, static_cast<id_t>(w.pidfd), &info, WEXITED);
+      } while (result < 0 && errno == EINTR);
+    }
     close(w.pidfd);
     close(w.channel);
     int const signal = result == 0 && info.si_code != CLD_EXITED ? info.si_status : 0;
@@ -734,8 +787,9 @@ class pool_core {
   int next_index_ = 0;
   int wake_fd_ = -1;
 
+  pid_t const owner_ = getpid();
   std::mutex join_mutex_;
-  std::thread supervisor_;
+  std::unique_ptr<std::thread> supervisor_;
 };
 
 }  // namespace detail

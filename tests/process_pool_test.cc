@@ -4,6 +4,7 @@
 // caused for real; nothing left behind.
 #include <xjob/process_pool.hpp>
 
+#include <linux/close_range.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -78,6 +79,14 @@ int crash_on(int x) {
 }
 
 void touch(int) {}
+
+// Closes every descriptor above stderr (the worker's socket to the pool
+// among them), then keeps running as a stuck task would.
+int close_everything_and_wait(int) {
+  close_range(3, ~0U, 0);
+  std::this_thread::sleep_for(std::chrono::seconds(30));
+  return 0;
+}
 
 double sum_of(std::vector<double> const& values) {
   double total = 0;
@@ -187,6 +196,19 @@ TEST_CASE("a worker that crashes fails its task with worker_crashed and is repla
   auto const deadline = std::chrono::steady_clock::now() + 5s;
   while (pool.pids().size() != 2 && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
   REQUIRE(pool.pids().size() == 2);
+}
+
+TEST_CASE("a worker whose socket closes while it lives is killed, not waited for forever") {
+  xjob::process_pool pool(1);
+  auto const start = std::chrono::steady_clock::now();
+  try {
+    (void)pool.submit(close_everything_and_wait, 0).get();
+    FAIL("no failure reported");
+  } catch (xjob::worker_crashed const& e) {
+    REQUIRE(e.signal() == SIGKILL);
+  }
+  REQUIRE(std::chrono::steady_clock::now() - start < 10s);
+  REQUIRE(pool.submit(square, 5).get() == 25);
 }
 
 TEST_CASE("a task not yet started can be cancelled; a running one cannot") {
