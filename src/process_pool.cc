@@ -29,6 +29,7 @@
 #include <xjob/parallel_config.hpp>
 #include <xjob/worker.hpp>
 
+#include "process/child.hpp"
 #include "process/worker_launcher.hpp"
 
 namespace xjob {
@@ -398,15 +399,11 @@ class pool_core {
     worker w;
     w.pid = launched.pid;
     w.channel = launched.channel_fd;
-    w.pidfd = static_cast<int>(syscall(SYS_pidfd_open, launched.pid, 0));
-    if (w.pidfd < 0) {
-      int const saved = errno;
-      ::kill(launched.pid, SIGKILL);
-      while (waitpid(launched.pid, nullptr, 0) < 0 && errno == EINTR) {
-      }
+    try {
+      w.pidfd = process::open_child_pidfd(launched.pid);
+    } catch (...) {
       close(launched.channel_fd);
-      errno = saved;
-      throw_errno("cannot open a pidfd for a pool worker");
+      throw;
     }
     w.index = next_index_++;
     // Recorded before anything that can throw, so that it is killed and
@@ -424,10 +421,8 @@ class pool_core {
 
   static void kill_and_reap(worker& w) noexcept {
     if (w.pidfd >= 0) {
-      syscall(SYS_pidfd_send_signal, w.pidfd, SIGKILL, nullptr, 0);
-      siginfo_t info{};
-      while (waitid(P_PIDFD, static_cast<id_t>(w.pidfd), &info, WEXITED) < 0 && errno == EINTR) {
-      }
+      process::signal_child(w.pidfd, SIGKILL);
+      (void)process::wait_child(w.pidfd, true);
       close(w.pidfd);
       w.pidfd = -1;
     }
@@ -478,7 +473,7 @@ class pool_core {
     w.state = worker_state::retiring;
   }
 
-  static void kill(worker const& w) noexcept { syscall(SYS_pidfd_send_signal, w.pidfd, SIGKILL, nullptr, 0); }
+  static void kill(worker const& w) noexcept { process::signal_child(w.pidfd, SIGKILL); }
 
   // The supervisor cannot go on (poll failed, out of memory): fail what
   // waits and runs, rather than leave it waiting forever.
@@ -726,23 +721,17 @@ class pool_core {
 
   void on_death(std::size_t index) {
     worker& w = workers_[index];
-    siginfo_t info{};
-    int result = 0;
-    do {
-      result = waitid(P_PIDFD, static_cast<id_t>(w.pidfd), &info, WEXITED | WNOHANG);
-    } while (result < 0 && errno == EINTR);
-    if (result == 0 && info.si_pid == 0) {
+    process::child_end end = process::wait_child(w.pidfd, false);
+    if (!end.ended) {
       // Its channel ended but it lives (a task closed the socket, or it is
       // on its way out): a worker the pool cannot talk to is of no use.
       kill(w);
-      do {
-        result = waitid(P_PIDFD, static_cast<id_t>(w.pidfd), &info, WEXITED);
-      } while (result < 0 && errno == EINTR);
+      end = process::wait_child(w.pidfd, true);
     }
     close(w.pidfd);
     close(w.channel);
-    int const signal = result == 0 && info.si_code != CLD_EXITED ? info.si_status : 0;
-    int const status = result == 0 && info.si_code == CLD_EXITED ? info.si_status : -1;
+    int const signal = end.signal;
+    int const status = end.status;
     if (w.job) {
       complete(*w.job, job_status::failed, {},
                [task = w.job->first_task, pid = w.pid, signal, status] {

@@ -33,6 +33,7 @@
 #include <xjob/errors.hpp>
 #include <xjob/worker.hpp>
 
+#include "../process/child.hpp"
 #include "../process/fork_support.hpp"
 #include "../process/worker_channel.hpp"
 #include "builtin_backends.hpp"
@@ -74,17 +75,8 @@ class worker_process {
   }
 
   void started(pid_t pid) {
+    pidfd_ = process::open_child_pidfd(pid);
     pid_ = pid;
-    pidfd_ = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
-    if (pidfd_ < 0) {
-      int const saved = errno;
-      ::kill(pid, SIGKILL);
-      while (waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
-      }
-      pid_ = -1;
-      errno = saved;
-      throw_errno("opening a pidfd for a worker process");
-    }
     timed_out_task.reset();
     watched_task.reset();
   }
@@ -93,23 +85,17 @@ class worker_process {
   [[nodiscard]] pid_t pid() const noexcept { return pid_; }
   [[nodiscard]] int pidfd() const noexcept { return pidfd_; }
 
-  // pidfd_send_signal cannot hit a recycled pid.
-  void kill() const noexcept { syscall(SYS_pidfd_send_signal, pidfd_, SIGKILL, nullptr, 0); }
+  void kill() const noexcept { process::signal_child(pidfd_, SIGKILL); }
 
   // Waits for the worker to end and collects it.
   worker_end reap() noexcept {
-    siginfo_t info{};
-    int result = 0;
-    do {
-      result = waitid(P_PIDFD, static_cast<id_t>(pidfd_), &info, WEXITED);
-    } while (result < 0 && errno == EINTR);
+    process::child_end const end = process::wait_child(pidfd_, true);
     close(pidfd_);
     pidfd_ = -1;
-    // ECHILD: someone else reaped it (SIGCHLD ignored, or a waitpid(-1)
-    // elsewhere); its status is unknown, so only lost work can tell.
-    if (result < 0) return {};
-    if (info.si_code == CLD_EXITED) return {0, info.si_status};
-    return {info.si_status, -1};
+    // A failed wait (reaped elsewhere): its status is unknown, so only lost
+    // work can tell.
+    if (end.error != 0) return {};
+    return {end.signal, end.status};
   }
 
   // Set when the supervisor killed the worker for running a task too long.

@@ -25,6 +25,7 @@
 #include <xjob/errors.hpp>
 #include <xjob/worker.hpp>
 
+#include "child.hpp"
 #include "fork_support.hpp"
 #include "worker_launcher.hpp"
 
@@ -130,18 +131,6 @@ template <class Body>
 
 [[maybe_unused]] bool const entry_registered = detail::process::register_worker_entry(entry_name, process_entry);
 
-int open_pidfd(pid_t pid) {
-  int const fd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
-  if (fd < 0) {
-    int const saved = errno;
-    ::kill(pid, SIGKILL);
-    while (waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
-    }
-    throw_errno(saved, "cannot open a pidfd for a child process");
-  }
-  return fd;
-}
-
 }  // namespace
 
 process::process(process&& other) noexcept
@@ -182,7 +171,7 @@ void process::release() noexcept {
   if (pidfd_ >= 0) {
     // Started and not reaped: kill it (pidfd_send_signal cannot hit a
     // recycled pid) and wait for it, so no zombie stays behind.
-    syscall(SYS_pidfd_send_signal, pidfd_, SIGKILL, nullptr, 0);
+    detail::process::signal_child(pidfd_, SIGKILL);
     try {
       (void)reap(true);
     } catch (...) {
@@ -242,7 +231,7 @@ void process::start_forked() {
   close(fds[1]);
   channel_ = fds[0];
   pid_ = pid;
-  pidfd_ = open_pidfd(pid);
+  pidfd_ = detail::process::open_child_pidfd(pid);
 }
 
 void process::start_launched() {
@@ -253,7 +242,7 @@ void process::start_launched() {
   auto const worker = detail::process::launch_worker(method_, entry_name, cpu_count());
   channel_ = worker.channel_fd;
   pid_ = worker.pid;
-  pidfd_ = open_pidfd(worker.pid);
+  pidfd_ = detail::process::open_child_pidfd(worker.pid);
   // A child that is gone already (killed at once) has nobody to read this;
   // its exit code tells what happened.
   (void)write_all(channel_, message.data(), message.size());
@@ -265,18 +254,14 @@ void process::require_started(char const* what) const {
 
 bool process::reap(bool block) const {
   if (pidfd_ < 0) return started_;
-  siginfo_t info{};
-  int result = 0;
-  do {
-    result = waitid(P_PIDFD, static_cast<id_t>(pidfd_), &info, WEXITED | (block ? 0 : WNOHANG));
-  } while (result < 0 && errno == EINTR);
-  if (result < 0 && errno != ECHILD) throw_errno(errno, "cannot wait for a child process");
-  if (result == 0 && info.si_pid == 0) return false;  // still running
+  detail::process::child_end const end = detail::process::wait_child(pidfd_, block);
+  if (end.error != 0 && end.error != ECHILD) throw_errno(end.error, "cannot wait for a child process");
+  if (!end.ended) return false;  // still running
   close(pidfd_);
   pidfd_ = -1;
   // ECHILD: someone else reaped it (SIGCHLD ignored, a waitpid(-1)
   // elsewhere); how it ended is unknown, so exit_code() stays empty.
-  if (result == 0) exit_code_ = info.si_code == CLD_EXITED ? info.si_status : -info.si_status;
+  if (end.error == 0) exit_code_ = end.signal != 0 ? -end.signal : end.status;
   if (channel_ >= 0) {
     // What the child reported before it ended; a grandchild may hold the
     // other end still, so read only what is there.
