@@ -22,6 +22,7 @@
 #include <xjob/detail/chunk_views.hpp>
 #include <xjob/detail/result_codec.hpp>
 #include <xjob/detail/task_runner.hpp>
+#include <xjob/detail/to_vector.hpp>
 #include <xjob/parallel_config.hpp>
 #include <xjob/parallel_options.hpp>
 #include <xjob/results.hpp>
@@ -63,14 +64,6 @@ constexpr void require_transferable() {
                 "default constructor and a cereal serialize(Archive&) member (see xjob/transfer.hpp). For a type "
                 "that must never leave the caller's process, declare "
                 "`template <> inline constexpr bool xjob::in_process_only<T> = true;`.");
-}
-
-template <std::ranges::input_range Range>
-auto to_vector(Range&& range) {
-  std::vector<std::remove_cvref_t<std::ranges::range_reference_t<Range>>> values;
-  if constexpr (std::ranges::sized_range<Range>) values.reserve(std::ranges::size(range));
-  for (auto&& value : range) values.push_back(std::forward<decltype(value)>(value));
-  return values;
 }
 
 }  // namespace detail

@@ -36,6 +36,7 @@
 #include <xjob/delayed.hpp>
 #include <xjob/detail/remote_call.hpp>
 #include <xjob/detail/task_runner.hpp>
+#include <xjob/detail/to_vector.hpp>
 #include <xjob/detail/value_codec.hpp>
 #include <xjob/errors.hpp>
 #include <xjob/start_method.hpp>
@@ -282,6 +283,31 @@ std::vector<pool_job*> jobs_of(Futures const& futures) {
 }
 wait_result wait_for_jobs(std::span<pool_job* const> jobs, return_when when,
                           std::optional<std::chrono::steady_clock::time_point> deadline);
+
+// Waits until one of `futures` not yet `taken` is done, marks it taken and
+// returns its index; nothing once all are taken. Past `deadline`, throws
+// xjob::timeout_error naming `timeout`.
+template <class Futures>
+std::optional<std::size_t> take_next_done(Futures const& futures, std::vector<bool>& taken,
+                                          std::optional<std::chrono::steady_clock::time_point> deadline,
+                                          std::chrono::duration<double> timeout) {
+  if (std::find(taken.begin(), taken.end(), false) == taken.end()) return std::nullopt;
+  auto const jobs = jobs_of(futures);
+  std::optional<std::size_t> found;
+  auto look = [&](std::span<job_status const> statuses) {
+    for (std::size_t i = 0; i < statuses.size(); ++i)
+      if (!taken[i] && job_done(statuses[i])) {
+        found = i;
+        return true;
+      }
+    return false;
+  };
+  if (!wait_jobs(jobs, look, deadline))
+    throw timeout_error(fmt::format("as_completed: futures were still running after {} s", timeout.count()),
+                        std::nullopt, timeout);
+  taken[*found] = true;
+  return found;
+}
 }  // namespace detail
 
 // concurrent.futures.wait: blocks until the futures are done as `when` says,
@@ -342,22 +368,7 @@ class as_completed_range {
 
  private:
   std::optional<std::size_t> next_done() {
-    if (std::find(yielded_.begin(), yielded_.end(), false) == yielded_.end()) return std::nullopt;
-    auto const jobs = detail::jobs_of(futures_);
-    std::optional<std::size_t> found;
-    auto look = [&](std::span<detail::job_status const> statuses) {
-      for (std::size_t i = 0; i < statuses.size(); ++i)
-        if (!yielded_[i] && detail::job_done(statuses[i])) {
-          found = i;
-          return true;
-        }
-      return false;
-    };
-    if (!detail::wait_jobs(jobs, look, deadline_))
-      throw timeout_error(fmt::format("as_completed: futures were still running after {} s", timeout_->count()),
-                          std::nullopt, *timeout_);
-    yielded_[*found] = true;
-    return found;
+    return detail::take_next_done(futures_, yielded_, deadline_, timeout_.value_or(std::chrono::duration<double>{}));
   }
 
   std::vector<Future> futures_;
@@ -426,20 +437,7 @@ class pool_results {
       if (next_in_order_ >= chunks_.size()) return std::nullopt;
       return next_in_order_++;
     }
-    if (std::find(yielded_.begin(), yielded_.end(), false) == yielded_.end()) return std::nullopt;
-    auto const jobs = detail::jobs_of(chunks_);
-    std::optional<std::size_t> found;
-    auto look = [&](std::span<detail::job_status const> statuses) {
-      for (std::size_t i = 0; i < statuses.size(); ++i)
-        if (!yielded_[i] && detail::job_done(statuses[i])) {
-          found = i;
-          return true;
-        }
-      return false;
-    };
-    (void)detail::wait_jobs(jobs, look, std::nullopt);
-    yielded_[*found] = true;
-    return found;
+    return detail::take_next_done(chunks_, yielded_, std::nullopt, {});
   }
 
   std::vector<pool_future<detail::chunk_results<R>>> chunks_;
@@ -535,8 +533,7 @@ class process_pool {
   template <bool Star, class F, class Args>
   auto map_chunks(F const& f, Args&& args, std::size_t chunksize) {
     if constexpr (!(std::ranges::sized_range<Args> && std::ranges::random_access_range<Args>)) {
-      std::vector<std::remove_cvref_t<std::ranges::range_reference_t<Args>>> copy;
-      for (auto&& item : args) copy.push_back(std::forward<decltype(item)>(item));
+      auto copy = detail::to_vector(std::forward<Args>(args));
       return map_chunks<Star>(f, copy, chunksize);
     } else {
       detail::require_remote_callable<F>();
