@@ -69,6 +69,7 @@
 #include <xjob/xjob.hpp>
 
 #include "bench_support.hpp"
+#include "compute_kernels.hpp"
 
 namespace {
 
@@ -156,17 +157,6 @@ void interleave(std::vector<Variant>& variants, int reps, char const* what, RunO
     }
     std::fprintf(stderr, "  %s: round %d of %d done\n", what, rep, reps);
   }
-}
-
-std::string to_decimal(unsigned __int128 value) {
-  if (value == 0) return "0";
-  std::string digits;
-  while (value != 0) {
-    digits.push_back(static_cast<char>('0' + static_cast<int>(value % 10)));
-    value /= 10;
-  }
-  std::reverse(digits.begin(), digits.end());
-  return digits;
 }
 
 struct settings {
@@ -881,51 +871,11 @@ class dispatch_section {
 
 // ------------------------------------------------------ 4. compute-bound jobs
 
-// The sum of i*i for i < count in 128 bits. The empty asm makes i opaque to
-// the optimiser each iteration, so the loop can be neither replaced by the
-// closed form nor vectorised; the 'ns/iteration' column shows it loops.
-__attribute__((noinline)) unsigned __int128 sum_squares(long count) {
-  unsigned __int128 s = 0;
-  for (long i = 0; i < count; ++i) {
-    asm volatile("" : "+r"(i));
-    s += static_cast<unsigned __int128>(i) * static_cast<unsigned __int128>(i);
-  }
-  return s;
-}
+// One seed-4 job: the sum of squares below `count`.
+unsigned __int128 sum_squares_job(long count) { return sum_squares(0, count); }
 
-unsigned __int128 sum_squares_closed_form(long count) {
-  auto const n = static_cast<unsigned __int128>(count);
-  return n == 0 ? 0 : (n - 1) * n * (2 * n - 1) / 6;
-}
-
-using digest = std::array<unsigned char, 16>;
-
-// MD5 as OpenSSL 3 provides it; fetched once, before any worker starts.
-EVP_MD const* md5_algorithm = nullptr;
-
-// MD5 of "Hello World", then MD5 of each previous 16-byte digest: `rounds`
-// digests in all. One EVP_MD_CTX per job, re-initialised each round with
-// the pre-fetched MD5: nothing shared between jobs, so threads contend on
-// nothing inside OpenSSL.
-digest md5_chain(long rounds) {
-  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> const context(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
-  if (!context) throw std::runtime_error("EVP_MD_CTX_new failed");
-  digest d{};
-  auto round = [&](void const* data, std::size_t size) {
-    unsigned int length = 0;
-    if (EVP_DigestInit_ex(context.get(), md5_algorithm, nullptr) != 1 ||
-        EVP_DigestUpdate(context.get(), data, size) != 1 || EVP_DigestFinal_ex(context.get(), d.data(), &length) != 1 ||
-        length != d.size())
-      throw std::runtime_error("MD5 through OpenSSL's EVP interface failed");
-  };
-  constexpr std::string_view start = "Hello World";
-  round(start.data(), start.size());
-  for (long r = 1; r < rounds; ++r) {
-    digest const previous = d;
-    round(previous.data(), previous.size());
-  }
-  return d;
-}
+// One seed-3 job: MD5 chained `rounds` times from "Hello World".
+digest md5_job(long rounds) { return md5_chain("Hello World", rounds); }
 
 // The same chain through one-shot EVP_Digest(..., EVP_md5(), ...) each round,
 // as simple code would write it: OpenSSL 3 then looks MD5 up in its provider
@@ -942,12 +892,6 @@ digest md5_chain_one_shot(long rounds) {
       throw std::runtime_error("EVP_Digest(MD5) failed");
   }
   return d;
-}
-
-std::string hex(digest const& d) {
-  std::string out;
-  for (unsigned char byte : d) out += fmt::format("{:02x}", byte);
-  return out;
 }
 
 template <class R>
@@ -1062,8 +1006,8 @@ compute_results run_compute_section(settings const& s) {
              "    against (n-1)n(2n-1)/6 = {}); results come back as unsigned __int128.\n\n",
              sum_jobs, count, to_decimal(expected_sum));
   std::fflush(stdout);
-  compute_workload<unsigned __int128, decltype(&sum_squares), decltype(check_sum)> sums(
-      "sum of squares", &sum_squares, std::vector<long>(sum_jobs, count), check_sum, s.compute_reps);
+  compute_workload<unsigned __int128, decltype(&sum_squares_job), decltype(check_sum)> sums(
+      "sum of squares", &sum_squares_job, std::vector<long>(sum_jobs, count), check_sum, s.compute_reps);
   sums.run();
   sums.print(static_cast<double>(sum_jobs) * static_cast<double>(count), "iteration");
   results.sum_ratio = sums.median("raw") / sums.median("processes");
@@ -1072,7 +1016,7 @@ compute_results run_compute_section(settings const& s) {
   // (b) chained MD5.
   constexpr int md5_jobs = 8;
   long const rounds = s.md5_rounds;
-  digest const sequential = md5_chain(rounds);  // the reference, computed once in the caller
+  digest const sequential = md5_job(rounds);  // the reference, computed once in the caller
   if (md5_chain_one_shot(rounds) != sequential) fail("the two ways of chaining MD5 disagree");
   // Known chains, from Python's hashlib:
   //   d = b"Hello World"; for _ in range(n): d = hashlib.md5(d).digest()
@@ -1083,7 +1027,7 @@ compute_results run_compute_section(settings const& s) {
   for (known const k : {known{1, "b10a8db164e0754105b7a99be72e3fe5"}, known{20'000, "d05014e7e61fd470e266f50eba57e78b"},
                         known{1'000'000, "1d6c0fc8b1f14a05ea50f6a4e4d85cc4"}}) {
     if (k.rounds != 1 && k.rounds != rounds) continue;
-    std::string const got = hex(k.rounds == rounds ? sequential : md5_chain(k.rounds));
+    std::string const got = hex(k.rounds == rounds ? sequential : md5_job(k.rounds));
     if (got != k.hex)
       fail(fmt::format("MD5 chained {} times from \"Hello World\" is {}, expected {}", k.rounds, got, k.hex));
   }
@@ -1099,8 +1043,8 @@ compute_results run_compute_section(settings const& s) {
              md5_jobs, rounds, hex(sequential),
              rounds == 1'000'000 || rounds == 20'000 ? " and Python's hashlib" : "");
   std::fflush(stdout);
-  compute_workload<digest, decltype(&md5_chain), decltype(check_md5)> md5s(
-      "chained MD5", &md5_chain, std::vector<long>(md5_jobs, rounds), check_md5, s.compute_reps);
+  compute_workload<digest, decltype(&md5_job), decltype(check_md5)> md5s(
+      "chained MD5", &md5_job, std::vector<long>(md5_jobs, rounds), check_md5, s.compute_reps);
   md5s.run();
   md5s.print(static_cast<double>(md5_jobs) * static_cast<double>(rounds), "digest");
   results.md5_ratio = md5s.median("raw") / md5s.median("processes");
@@ -1179,8 +1123,7 @@ void print_targets(all_results const& r) {
 
 int main(int argc, char** argv) {
   settings const s = parse_arguments(argc, argv);
-  md5_algorithm = EVP_MD_fetch(nullptr, "MD5", nullptr);
-  if (md5_algorithm == nullptr) fail("OpenSSL has no MD5 (EVP_MD_fetch)");
+  md5_algorithm();  // fetched before any worker starts
   fmt::print("processes_bench{}: {} hardware threads, xjob::cpu_count() = {}, oneTBB {} (runtime {}), {}, {}\n",
              s.quick ? " --quick" : "", std::thread::hardware_concurrency(), xjob::cpu_count(), TBB_VERSION_STRING,
              TBB_runtime_version(), OpenSSL_version(OPENSSL_VERSION), __VERSION__);

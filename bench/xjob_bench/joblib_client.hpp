@@ -1,0 +1,67 @@
+// joblib_client: the same workloads through Python's joblib, for the ratios.
+// Runs bench/joblib_bench.py as a co-process over pipes (one JSON object per
+// line each way), so joblib's runs interleave with xjob's in one sweep and
+// joblib's worker pools stay warm between requests, as in a user's loop.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstddef>
+#include <map>
+#include <optional>
+#include <string>
+
+namespace xjob::bench {
+
+// A flat JSON object's members as text: strings unescaped, numbers, true,
+// false and null as written. Nested values are not supported (none are sent).
+using json_fields = std::map<std::string, std::string>;
+
+// Parses one line holding a flat JSON object; throws std::runtime_error
+// naming the line if it is not one.
+json_fields parse_flat_json(std::string const& line);
+
+// Quotes and escapes `text` as a JSON string.
+std::string json_string(std::string const& text);
+
+class joblib_client {
+ public:
+  struct reply {
+    std::optional<double> seconds;  // empty if the run failed
+    std::string result;             // the workload's checksum, as text
+    std::size_t tasks = 0;          // tasks joblib dispatched
+    std::string error;              // empty on success
+  };
+
+  // Starts `python script`. If that fails, or joblib/numpy cannot be
+  // imported, available() is false and unavailable_reason() says why.
+  joblib_client(std::string const& python, std::string const& script);
+  ~joblib_client();
+  joblib_client(joblib_client const&) = delete;
+  joblib_client& operator=(joblib_client const&) = delete;
+
+  [[nodiscard]] bool available() const noexcept { return pid_ > 0; }
+  [[nodiscard]] std::string const& unavailable_reason() const noexcept { return reason_; }
+  // "python 3.11.2, joblib 1.2.0, numpy 1.24.2"
+  [[nodiscard]] std::string const& versions() const noexcept { return versions_; }
+
+  // Sends one request (a JSON object's members without braces and without
+  // "id") and waits up to `timeout` for its reply. A co-process that dies
+  // or stops answering is killed, and this and later requests fail.
+  reply run(std::string const& members, std::chrono::seconds timeout);
+
+ private:
+  std::optional<std::string> read_line(std::chrono::steady_clock::time_point deadline);
+  void stop(std::string const& why) noexcept;
+
+  pid_t pid_ = -1;
+  int to_child_ = -1;
+  int from_child_ = -1;
+  std::string buffered_;
+  std::string reason_;
+  std::string versions_;
+  long next_id_ = 1;
+};
+
+}  // namespace xjob::bench
