@@ -57,4 +57,14 @@ inline void map_range(double const* __restrict in, double* __restrict out, std::
   for (std::size_t i = begin; i < end; ++i) out[i] = kernel(in[i]);
 }
 
+// The memory-bandwidth ceiling of the maps: a STREAM-style copy with
+// ordinary stores, kept a loop (GCC would make it a memcpy call, whose
+// non-temporal stores measure something else).
+__attribute__((optimize("no-tree-loop-distribute-patterns"))) inline void copy_range(double const* __restrict in,
+                                                                                      double* __restrict out,
+                                                                                      std::size_t begin,
+                                                                                      std::size_t end) {
+  for (std::size_t i = begin; i < end; ++i) out[i] = in[i];
+}
+
 }  // namespace xjob::bench

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """joblib co-process for xjob-bench.
 
-Started by the C++ tool (bench/xjob_bench.cc) as
+Started by the C++ tool (bench/xjob_bench/joblib_client.cc) as
 
     /usr/bin/python3 bench/joblib_bench.py
 

@@ -98,15 +98,6 @@ settings parse_arguments(int argc, char** argv) {
 
 // ------------------------------------------------------- 1. elementwise map
 
-// A STREAM-style copy with ordinary stores; kept a loop (GCC would turn it
-// into a memcpy call, whose non-temporal stores would measure something else).
-__attribute__((optimize("no-tree-loop-distribute-patterns"))) void copy_range(double const* __restrict in,
-                                                                               double* __restrict out,
-                                                                               std::size_t begin,
-                                                                               std::size_t end) {
-  for (std::size_t i = begin; i < end; ++i) out[i] = in[i];
-}
-
 void map_omp(double const* __restrict in, double* __restrict out, std::size_t n) {
 #ifdef _OPENMP
   auto const count = static_cast<std::ptrdiff_t>(n);

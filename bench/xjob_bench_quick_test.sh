@@ -10,8 +10,9 @@ python=/usr/bin/python3
 
 start=$(date +%s)
 "$bench" --quick --out-dir "$out" --python "$python" >"$out.log" 2>&1 || {
+  status=$?
   cat "$out.log"
-  echo "xjob-bench --quick exited with $?" >&2
+  echo "xjob-bench --quick exited with $status" >&2
   exit 1
 }
 echo "xjob-bench --quick took $(($(date +%s) - start)) s"

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
 #include <cstring>
 #include <stdexcept>
 #include <thread>
@@ -46,8 +47,9 @@ std::string parse_string(std::string const& s, std::size_t& i) {
         case 'b': c = '\b'; break;
         case 'f': c = '\f'; break;
         case 'u': {
-          if (i + 4 > s.size()) bad_json(s, "a short \\u escape");
-          unsigned const code = static_cast<unsigned>(std::stoul(s.substr(i, 4), nullptr, 16));
+          unsigned code = 0;
+          if (i + 4 > s.size() || std::from_chars(s.data() + i, s.data() + i + 4, code, 16).ptr != s.data() + i + 4)
+            bad_json(s, "a malformed \\u escape");
           i += 4;
           // Python escapes non-ASCII; the messages only need to stay readable.
           c = code < 0x80 ? static_cast<char>(code) : '?';
@@ -133,9 +135,16 @@ joblib_client::joblib_client(std::string const& python, std::string const& scrip
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_adddup2(&actions, to_child[0], STDIN_FILENO);
   posix_spawn_file_actions_adddup2(&actions, from_child[1], STDOUT_FILENO);
+  // Its own process group, so that stop() also reaches the workers joblib
+  // forks (which inherit the pipes, and would keep them open).
+  posix_spawnattr_t attributes;
+  posix_spawnattr_init(&attributes);
+  posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETPGROUP);
+  posix_spawnattr_setpgroup(&attributes, 0);
   std::vector<char*> argv = {const_cast<char*>(python.c_str()), const_cast<char*>(script.c_str()), nullptr};
   pid_t pid = -1;
-  int const spawned = ::posix_spawnp(&pid, python.c_str(), &actions, nullptr, argv.data(), environ);
+  int const spawned = ::posix_spawnp(&pid, python.c_str(), &actions, &attributes, argv.data(), environ);
+  posix_spawnattr_destroy(&attributes);
   posix_spawn_file_actions_destroy(&actions);
   ::close(to_child[0]);
   ::close(from_child[1]);
@@ -149,6 +158,7 @@ joblib_client::joblib_client(std::string const& python, std::string const& scrip
     return;
   }
   pid_ = pid;
+  group_ = pid;
   // Importing numpy and joblib takes a fraction of a second.
   auto const line = read_line(std::chrono::steady_clock::now() + std::chrono::seconds(60));
   if (!line) {
@@ -192,12 +202,15 @@ joblib_client::~joblib_client() {
 }
 
 void joblib_client::stop(std::string const& why) noexcept {
+  // The whole group: joblib's workers too, even once Python has exited.
+  if (group_ > 0) ::kill(-group_, SIGKILL);
   if (pid_ > 0) {
     ::kill(pid_, SIGKILL);
     while (::waitpid(pid_, nullptr, 0) < 0 && errno == EINTR) {
     }
   }
   pid_ = -1;
+  group_ = -1;
   for (int* fd : {&to_child_, &from_child_})
     if (*fd >= 0) {
       ::close(*fd);
@@ -218,7 +231,14 @@ std::optional<std::string> joblib_client::read_line(std::chrono::steady_clock::t
     pollfd p{from_child_, POLLIN, 0};
     int const ready = ::poll(&p, 1, static_cast<int>(std::min<long>(left.count(), 1000)));
     if (ready < 0 && errno != EINTR) return std::nullopt;
-    if (ready <= 0) continue;
+    if (ready <= 0) {
+      // Workers it forked may hold the pipe open after it died: no EOF then.
+      if (::waitpid(pid_, nullptr, WNOHANG) == pid_) {
+        pid_ = -1;
+        return std::nullopt;
+      }
+      continue;
+    }
     char chunk[4096];
     ssize_t const got = ::read(from_child_, chunk, sizeof chunk);
     if (got < 0 && errno == EINTR) continue;

@@ -56,6 +56,7 @@ class joblib_client {
   void stop(std::string const& why) noexcept;
 
   pid_t pid_ = -1;
+  pid_t group_ = -1;  // its process group, joblib's workers included
   int to_child_ = -1;
   int from_child_ = -1;
   std::string buffered_;

@@ -17,10 +17,12 @@
 
 #include <algorithm>
 #include <charconv>
+#include <csignal>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <limits>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -154,6 +156,9 @@ int main(int argc, char** argv) {
   // Fork-server and spawn pools need this first: a spawned worker runs its
   // task loop from here instead of main's body.
   xjob::init(argc, argv);
+  // A joblib co-process that died makes a write to it fail with EPIPE, which
+  // joblib_client reports, instead of killing the whole run.
+  std::signal(SIGPIPE, SIG_IGN);
 
   CLI::App app{"xjob-bench: compares xjob's backends, process pools and start methods with raw oneTBB, OpenMP,\n"
                "std::thread, memory bandwidth and joblib, on workloads from memory-bound to waiting-bound.\n"
@@ -175,7 +180,7 @@ int main(int argc, char** argv) {
   preset->add_flag("--quick", quick, "a smoke run in under a minute on 2 cores: small sizes, 3 repetitions, "
                                      "n_jobs 1,2, automatic chunks, batches auto and 1");
   preset->add_flag("--full", full, "the measurement: the default sizes (1 GiB arrays), 5 repetitions, n_jobs 1,2,4, "
-                                   "chunks auto and 8192, batches auto, 1 and 64 (about 15-20 minutes on 2 cores)");
+                                   "chunks auto and 8192, batches auto, 1 and 64 (about 16 minutes on 2 cores)");
   preset->require_option(0, 1);
 
   auto list = [&](std::string const& name, auto& target, std::string const& help) {
@@ -216,7 +221,7 @@ int main(int argc, char** argv) {
   sizes->add_option("--md5-rounds", z.md5_rounds, "md5: rounds per chain (default 2^18)")->check(CLI::PositiveNumber);
   sizes->add_option("--tiny-tasks", z.tiny_tasks, "tiny: tasks (default 10^6; round-trip rows run fewer: pools with "
                                                   "a batch size 4000 batches, joblib 2000 or --tiny-joblib-tasks / 5 batches)")
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::Range(1L, long{std::numeric_limits<int>::max()}));
   sizes->add_option("--tiny-joblib-tasks", z.tiny_joblib_tasks, "tiny: at most this many tasks through joblib "
                                                                 "(default 50000)")->check(CLI::PositiveNumber);
   sizes->add_option("--sleep-tasks", z.sleep_tasks, "sleep: tasks (default 16)")->check(CLI::PositiveNumber);
@@ -314,6 +319,9 @@ int main(int argc, char** argv) {
       {"warmup", std::to_string(s.warmup)},
   };
 
+  // Declared after `joblib`, so destroyed first: fork-started pool workers
+  // hold copies of the co-process's pipe, which must be closed for it to
+  // see the end of its input.
   bench_context context(s, joblib ? &*joblib : nullptr);
   std::vector<workload_info> infos;
   std::vector<record> records;

@@ -16,6 +16,8 @@
 #include <oneapi/tbb/version.h>
 #include <openssl/crypto.h>
 
+#include <xjob/cpu_count.hpp>
+
 #include "joblib_client.hpp"
 
 namespace xjob::bench {
@@ -72,11 +74,11 @@ std::string json_summary(summary const& s) {
 }
 
 std::string csv_field(std::string const& text) {
-  if (text.find_first_of(",\"\n") == std::string::npos) return text;
+  if (text.find_first_of(",\"\n\r") == std::string::npos) return text;
   std::string out = "\"";
   for (char c : text) {
     if (c == '"') out += '"';
-    out += c == '\n' ? ' ' : c;
+    out += c == '\n' || c == '\r' ? ' ' : c;
   }
   return out + "\"";
 }
@@ -277,7 +279,7 @@ void print_summary(std::vector<workload_info> const& infos, std::vector<record> 
                  ratio_text(loky_ns / xjob_ns));
     }
   }
-  int const cpus = static_cast<int>(std::thread::hardware_concurrency());
+  int const cpus = xjob::cpu_count();
   for (std::string const name : {"sumsq", "md5"}) {
     if (!has(name)) continue;
     int n = 0;
