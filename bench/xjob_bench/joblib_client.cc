@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <charconv>
 #include <cstring>
+#include <filesystem>
 #include <stdexcept>
 #include <thread>
 #include <vector>
@@ -122,7 +123,8 @@ std::string json_string(std::string const& text) {
   return out;
 }
 
-joblib_client::joblib_client(std::string const& python, std::string const& script) {
+joblib_client::joblib_client(std::string const& python, std::string const& script, std::string data_dir)
+    : data_dir_(std::move(data_dir)) {
   int to_child[2] = {-1, -1};
   int from_child[2] = {-1, -1};
   if (::pipe2(to_child, O_CLOEXEC) != 0 || ::pipe2(from_child, O_CLOEXEC) != 0) {
@@ -209,6 +211,7 @@ void joblib_client::stop(std::string const& why) noexcept {
     while (::waitpid(pid_, nullptr, 0) < 0 && errno == EINTR) {
     }
   }
+  if (group_ > 0) remove_leftovers(group_);
   pid_ = -1;
   group_ = -1;
   for (int* fd : {&to_child_, &from_child_})
@@ -217,6 +220,29 @@ void joblib_client::stop(std::string const& why) noexcept {
       *fd = -1;
     }
   if (reason_.empty()) reason_ = why;
+}
+
+// What a Python killed before its clean-up leaves in /dev/shm and in the
+// data directory: joblib_bench.py's memmapped arrays, and joblib's and
+// loky's folders and semaphores, which their resource tracker removes unless
+// it is killed first (a Bazel sandbox torn down does that). All their names
+// carry the Python's pid.
+void joblib_client::remove_leftovers(pid_t python_pid) const noexcept {
+  std::string const prefixes[] = {fmt::format("xjob-joblib-{}-", python_pid),
+                                  fmt::format("joblib_memmapping_folder_{}_", python_pid),
+                                  fmt::format("sem.loky-{}-", python_pid)};
+  for (std::string const& dir : {std::string("/dev/shm"), data_dir_}) {
+    try {
+      for (auto const& entry : std::filesystem::directory_iterator(dir)) {
+        std::string const name = entry.path().filename().string();
+        std::error_code ignored;
+        for (auto const& prefix : prefixes)
+          if (name.starts_with(prefix)) std::filesystem::remove_all(entry.path(), ignored);
+      }
+    } catch (std::exception const&) {
+      // No such directory, or it changed under us: nothing more to clean.
+    }
+  }
 }
 
 std::optional<std::string> joblib_client::read_line(std::chrono::steady_clock::time_point deadline) {

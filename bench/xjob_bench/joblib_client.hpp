@@ -34,9 +34,10 @@ class joblib_client {
     std::string error;              // empty on success
   };
 
-  // Starts `python script`. If that fails, or joblib/numpy cannot be
-  // imported, available() is false and unavailable_reason() says why.
-  joblib_client(std::string const& python, std::string const& script);
+  // Starts `python script`, whose memmapped arrays go into `data_dir`. If
+  // that fails, or joblib/numpy cannot be imported, available() is false
+  // and unavailable_reason() says why.
+  joblib_client(std::string const& python, std::string const& script, std::string data_dir);
   ~joblib_client();
   joblib_client(joblib_client const&) = delete;
   joblib_client& operator=(joblib_client const&) = delete;
@@ -54,11 +55,13 @@ class joblib_client {
  private:
   std::optional<std::string> read_line(std::chrono::steady_clock::time_point deadline);
   void stop(std::string const& why) noexcept;
+  void remove_leftovers(pid_t python_pid) const noexcept;
 
   pid_t pid_ = -1;
   pid_t group_ = -1;  // its process group, joblib's workers included
   int to_child_ = -1;
   int from_child_ = -1;
+  std::string data_dir_;
   std::string buffered_;
   std::string reason_;
   std::string versions_;

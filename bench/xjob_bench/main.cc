@@ -294,7 +294,7 @@ int main(int argc, char** argv) {
     if (script.empty()) {
       fmt::print(stderr, "xjob-bench: bench/joblib_bench.py not found in the runfiles; no joblib rows\n");
     } else {
-      joblib.emplace(python, script.string());
+      joblib.emplace(python, script.string(), s.shm_dir);
       if (!joblib->available())
         fmt::print(stderr, "xjob-bench: joblib rows left out: {} (install python3-joblib python3-numpy, or "
                            "give --python)\n", joblib->unavailable_reason());
