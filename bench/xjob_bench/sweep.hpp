@@ -120,6 +120,8 @@ class bench_context {
   xjob::process_pool& pool(xjob::start_method method, int n_jobs);
   // A oneTBB arena of `n_jobs` slots for the raw TBB baselines.
   tbb::task_arena& arena(int n_jobs);
+  // The arena that fills inputs and checks outputs, untimed: every CPU.
+  tbb::task_arena& setup_arena();
   // The joblib co-process if it runs, else null.
   [[nodiscard]] joblib_client* joblib() const noexcept {
     return joblib_ != nullptr && joblib_->available() ? joblib_ : nullptr;

@@ -65,6 +65,10 @@ xjob::process_pool& bench_context::pool(xjob::start_method method, int n_jobs) {
   return *slot;
 }
 
+tbb::task_arena& bench_context::setup_arena() {
+  return arena(std::max(2, static_cast<int>(std::thread::hardware_concurrency())));
+}
+
 tbb::task_arena& bench_context::arena(int n_jobs) {
   auto& slot = arenas_[n_jobs];
   if (!slot) slot = std::make_unique<tbb::task_arena>(n_jobs);
@@ -104,8 +108,9 @@ void fill_input(double* x, std::size_t n, tbb::task_arena& arena) {
 
 // Poisons an output before a run, so that a run that writes nothing cannot
 // pass on an earlier one's output. One thread on purpose: oneTBB's workers
-// would spin on after it for milliseconds, into the timed run, and take a
-// CPU from a worker process (pool rows ran 25% slower that way).
+// spin on for a while after a parallel loop, into the timed run, where they
+// could take a CPU from a worker process. (Measured: the pool rows did not
+// change when this went from oneTBB to one thread.)
 void fill_nan(double* y, std::size_t n) { std::fill(y, y + n, std::numeric_limits<double>::quiet_NaN()); }
 
 // Throws naming the first element of `y` that is not `ref`'s within
@@ -323,8 +328,7 @@ class map_workload : public workload {
     exact = false;
     size_text = fmt::format("{} float64 ({:.3g} GiB in + {:.3g} GiB out{})", n_, gib, gib,
                             to_npy ? ", output a .npy file" : "");
-    tbb::task_arena& arena = c.arena(std::max(2, static_cast<int>(std::thread::hardware_concurrency())));
-    fill_input(x(), n_, arena);
+    fill_input(x(), n_, c.setup_arena());
     ref_ = std::make_unique_for_overwrite<double[]>(n_);
     map_range(x(), ref_.get(), 0, n_);
     reference = number_text(checksum(ref_.get(), n_));
@@ -335,26 +339,29 @@ class map_workload : public workload {
  private:
   double* x() const { return reinterpret_cast<double*>(x_.data()); }
   auto x_view() const { return xt::adapt(x(), n_, xt::no_ownership(), std::array<std::size_t, 1>{n_}); }
-  tbb::task_arena& check_arena() { return c_.arena(std::max(2, static_cast<int>(std::thread::hardware_concurrency()))); }
 
   std::filesystem::path npy_path(std::string const& who) const {
     return std::filesystem::path(c_.settings().npy_dir) / fmt::format("xjob-bench-{}-{}.npy", ::getpid(), who);
   }
 
-  // Checks a run's output and returns the checksum it thereby has.
-  run_result finish(std::string const& who, double seconds, double const* y, std::size_t tasks) {
-    check_elements(fmt::format("{} ({})", title, who), y, ref_.get(), n_, 4e-16, check_arena());
+  // Checks a run's output against `expected` (the sequential map's, unless
+  // given) and returns the checksum it thereby has.
+  run_result finish(std::string const& who, double seconds, double const* y, std::size_t tasks,
+                    double const* expected = nullptr) {
+    bool const exact_copy = expected != nullptr;
+    check_elements(fmt::format("{} ({})", title, who), y, exact_copy ? expected : ref_.get(), n_,
+                   exact_copy ? 0 : 4e-16, c_.setup_arena());
     return {seconds, reference, tasks};
   }
 
   // A run into the warm output (poisoned first) or into a new .npy file
   // (made, filled and committed in the timed part, then checked and removed).
   template <class Body>
-  run_result run_into_output(std::string const& who, std::size_t tasks, Body body) {
+  run_result run_into_output(std::string const& who, std::size_t tasks, Body body, double const* expected = nullptr) {
     if (!to_npy_) {
       fill_nan(warm_.data(), n_);
       double const seconds = timed([&] { body(warm_); });
-      return finish(who, seconds, warm_.data(), tasks);
+      return finish(who, seconds, warm_.data(), tasks, expected);
     }
     std::filesystem::path const path = npy_path(who);
     xjob::shared_array<double> file;
@@ -363,7 +370,7 @@ class map_workload : public workload {
       body(file);
       file.commit();
     });
-    run_result const out = finish(who, seconds, file.data(), tasks);
+    run_result const out = finish(who, seconds, file.data(), tasks, expected);
     file = xjob::shared_array<double>();
     std::filesystem::remove(path);
     return out;
@@ -378,13 +385,12 @@ class map_workload : public workload {
     double const bytes = 2.0 * static_cast<double>(n_) * sizeof(double);
     auto f = [](auto const& in, auto&& out) { out = xt::sqrt(in) * 2.0 + 1.0; };
 
-    add_xjob_variants(*this, c_, {.chunks = true}, [&](variant& v, auto par, auto, auto) {
+    add_xjob_variants(*this, c_, {.chunks = true}, [&](variant& v, auto par, auto chunk, auto) {
       v.work = bytes;
+      std::size_t const size = chunk ? *chunk : auto_chunk(v.n_jobs);
+      std::size_t const tasks = (n_ + size - 1) / size;
       std::string const who = fmt::format("xjob {} n_jobs={} chunk={}", v.backend, v.n_jobs, v.chunk);
-      v.run = [this, par, f, who] {
-        std::size_t const tasks = par->options().chunk_size
-                                      ? (n_ + *par->options().chunk_size - 1) / *par->options().chunk_size
-                                      : (n_ + auto_chunk(par->n_jobs()) - 1) / auto_chunk(par->n_jobs());
+      v.run = [this, par, f, who, tasks] {
         return run_into_output(who, tasks, [&](xjob::shared_array<double>& y) { par->map_chunks(x_view(), f, y); });
       };
     });
@@ -434,29 +440,13 @@ class map_workload : public workload {
     // The bandwidth ceiling: the same bytes copied, not computed.
     add_baseline(*this, c_, "STREAM copy", true, bytes, [this](int n) {
       return std::function<run_result()>([this, n] {
-        auto const copy = [&](xjob::shared_array<double>& y) {
+        return run_into_output("STREAM copy", 0, [&](xjob::shared_array<double>& y) {
           double* const out = y.data();
           c_.arena(n).execute([&] {
             tbb::parallel_for(tbb::blocked_range<std::size_t>(0, n_),
                               [&](auto const& r) { copy_range(x(), out, r.begin(), r.end()); });
           });
-        };
-        if (!to_npy_) {
-          double const seconds = timed([&] { copy(warm_); });
-          check_elements("STREAM copy", warm_.data(), x(), n_, 0, check_arena());
-          return run_result{seconds, reference, 0};
-        }
-        std::filesystem::path const path = npy_path("stream");
-        xjob::shared_array<double> file;
-        double const seconds = timed([&] {
-          file = xjob::shared_array<double>::create_npy(path, {n_});
-          copy(file);
-          file.commit();
-        });
-        check_elements("STREAM copy", file.data(), x(), n_, 0, check_arena());
-        file = xjob::shared_array<double>();
-        std::filesystem::remove(path);
-        return run_result{seconds, reference, 0};
+        }, x());
       });
     });
 
@@ -498,7 +488,7 @@ class reduce_workload : public workload {
     exact = false;
     size_text = fmt::format("{} x {} float64 ({:.3g} GiB in)", rows_, cols_,
                             static_cast<double>(rows_ * cols_ * sizeof(double)) / double(1 << 30));
-    fill_input(x(), rows_ * cols_, check_arena());
+    fill_input(x(), rows_ * cols_, c_.setup_arena());
     ref_.resize(rows_);
     reduce_rows(x(), ref_.data(), cols_, 0, rows_);
     reference = number_text(checksum(ref_.data(), rows_));
@@ -507,14 +497,13 @@ class reduce_workload : public workload {
 
  private:
   double* x() const { return reinterpret_cast<double*>(x_.data()); }
-  tbb::task_arena& check_arena() { return c_.arena(std::max(2, static_cast<int>(std::thread::hardware_concurrency()))); }
 
   template <class Body>
   run_result run_into(std::string const& who, double* out, std::size_t tasks, Body body) {
     fill_nan(out, rows_);
     double const seconds = timed(body);
     // Sums in another order differ in the last bits.
-    check_elements(fmt::format("{} ({})", title, who), out, ref_.data(), rows_, 1e-12, check_arena());
+    check_elements(fmt::format("{} ({})", title, who), out, ref_.data(), rows_, 1e-12, c_.setup_arena());
     return {seconds, reference, tasks};
   }
 
