@@ -22,6 +22,7 @@
 #include "test_support.hpp"
 #include <xjob/cpu_count.hpp>
 #include <xjob/errors.hpp>
+#include <xjob/map_chunks.hpp>
 
 namespace {
 

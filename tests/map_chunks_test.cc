@@ -1,6 +1,6 @@
 // map_chunks beyond the conformance suite: shape-changing outputs, caller
 // containers, .npy outputs, strided inputs, bad shapes, recycled memory.
-#include <xjob/parallel.hpp>
+#include <xjob/map_chunks.hpp>
 
 #include <filesystem>
 

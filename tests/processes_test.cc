@@ -36,6 +36,7 @@
 #include "test_support.hpp"
 #include <xjob/cpu_count.hpp>
 #include <xjob/errors.hpp>
+#include <xjob/map_chunks.hpp>
 #include <xjob/parallel.hpp>
 
 namespace {

@@ -1,4 +1,5 @@
 #include <xjob/shared_array.hpp>
+#include <xjob/shared_array_view.hpp>
 
 #include <sched.h>
 #include <sys/mount.h>

@@ -17,6 +17,7 @@
 #include "test_support.hpp"
 #include <xjob/detail/result_codec.hpp>
 #include <xjob/errors.hpp>
+#include <xjob/transfer_xtensor.hpp>
 
 namespace {
 

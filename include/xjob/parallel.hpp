@@ -19,35 +19,35 @@
 #include <xjob/batch_call.hpp>
 #include <xjob/chunking.hpp>
 #include <xjob/delayed.hpp>
-#include <xjob/detail/chunk_views.hpp>
 #include <xjob/detail/result_codec.hpp>
 #include <xjob/detail/task_runner.hpp>
 #include <xjob/detail/to_vector.hpp>
 #include <xjob/parallel_config.hpp>
 #include <xjob/parallel_options.hpp>
 #include <xjob/results.hpp>
-#include <xjob/shared_array.hpp>
 #include <xjob/transfer.hpp>
 
 namespace xjob {
 
 namespace detail {
 
-template <class T>
-inline constexpr bool is_shared_array_v = false;
-template <class T>
-inline constexpr bool is_shared_array_v<shared_array<T>> = true;
-
-// shared_arrays take part in map_chunks through their xtensor adaptor;
-// everything else as the expression it is.
-template <class X>
-decltype(auto) as_expression(X&& x) {
-  if constexpr (is_shared_array_v<std::remove_cvref_t<X>>) {
-    return x.view();
-  } else {
-    return std::forward<X>(x);
-  }
+// parallel's map_chunks is built in <xjob/map_chunks.hpp>, so that this
+// header parses no xtensor: its members call run_map_chunks, found by
+// argument-dependent lookup where they are used. These overloads, worse
+// matches than the real ones, say what to include when it is missing.
+struct map_chunks_missing {};
+struct map_chunks_hook : map_chunks_missing {};
+template <class... Args>
+void run_map_chunks(map_chunks_missing, Args const&...) {
+  static_assert(sizeof...(Args) == 0,
+                "xjob: parallel::map_chunks needs `#include <xjob/map_chunks.hpp>` (or <xjob/xjob.hpp>)");
 }
+template <class... Args>
+void run_map_chunks_into(map_chunks_missing, Args const&...) {
+  static_assert(sizeof...(Args) == 0,
+                "xjob: parallel::map_chunks needs `#include <xjob/map_chunks.hpp>` (or <xjob/xjob.hpp>)");
+}
+struct parallel_access;
 
 template <class R>
 using stored_result_t = std::remove_cvref_t<R>;
@@ -168,16 +168,11 @@ class parallel {
   // of each chunk, written back after f returns. Throws
   // xjob::invalid_argument for a bad axis or a chunk size of 0,
   // xjob::task_error if f throws.
+  // Needs #include <xjob/map_chunks.hpp> (or <xjob/xjob.hpp>).
   //   auto y = par.map_chunks(x, [](auto const& in, auto&& out) { out = xt::sqrt(in) * 2.0 + 1.0; });
   template <class Input, class F>
   [[nodiscard]] auto map_chunks(Input const& input, F const& f, chunking how = {}) const {
-    decltype(auto) in = detail::as_expression(input);
-    using T = std::remove_cv_t<typename std::remove_cvref_t<decltype(in)>::value_type>;
-    auto const& in_shape = in.shape();
-    shared_array<T> output(std::vector<std::size_t>(in_shape.begin(), in_shape.end()), uninitialized);
-    bool const stale = detail::shared_array_access::holds_stale_data(output);
-    map_chunks_into(in, f, output.view(), how, stale);
-    return output;
+    return run_map_chunks(detail::map_chunks_hook{}, *this, input, f, how);
   }
 
   // The same into a caller's output: a shared_array (a .npy-backed one is
@@ -192,20 +187,7 @@ class parallel {
   template <class Input, class F, class Output>
     requires(!std::same_as<std::remove_cvref_t<Output>, chunking>)
   void map_chunks(Input const& input, F const& f, Output&& output, chunking how = {}) const {
-    decltype(auto) in = detail::as_expression(input);
-    if constexpr (detail::is_shared_array_v<std::remove_cvref_t<Output>>) {
-      map_chunks_into(in, f, output.view(), how, false);
-      output.commit();
-    } else if (runs_out_of_process()) {
-      auto const& out_shape = output.shape();
-      shared_array<std::remove_cv_t<typename std::remove_cvref_t<Output>::value_type>> staging(
-          std::vector<std::size_t>(out_shape.begin(), out_shape.end()), uninitialized);
-      std::copy(output.begin(), output.end(), staging.begin());
-      map_chunks_into(in, f, staging.view(), how, false);
-      std::copy(staging.begin(), staging.end(), output.begin());
-    } else {
-      map_chunks_into(in, f, output, how, false);
-    }
+    run_map_chunks_into(detail::map_chunks_hook{}, *this, input, f, std::forward<Output>(output), how);
   }
 
  private:
@@ -277,60 +259,7 @@ class parallel {
     }
   }
 
-  template <class In, class F, class Out>
-  void map_chunks_into(In const& in, F const& f, Out&& out, chunking const& how, bool clear_output) const {
-    auto const& in_shape = in.shape();
-    auto const& out_shape = out.shape();
-    std::vector<std::size_t> const input_shape(in_shape.begin(), in_shape.end());
-    std::vector<std::size_t> const output_shape(out_shape.begin(), out_shape.end());
-    check_chunk_shapes(input_shape, output_shape, how.axis);
-    static_assert(detail::has_strided_data<std::remove_reference_t<In> const> &&
-                      detail::has_strided_data<std::remove_reference_t<Out>>,
-                  "map_chunks needs arrays with memory (an xtensor container, adaptor or strided view, or a "
-                  "shared_array); evaluate a lazy expression into a container first");
-    auto const* in_first = detail::first_element(in);
-    auto* out_first = detail::first_element(out);
-    using in_element_type = std::remove_pointer_t<decltype(in_first)>;
-    using out_element_type = std::remove_pointer_t<decltype(out_first)>;
-    chunk_plan const plan(input_shape[how.axis],
-                          chunk_extent_for(input_shape, how.axis, sizeof(in_element_type), how));
-    if (plan.size() == 0) return;
-
-    auto as_is = [](auto&& chunk) { return std::move(chunk); };
-
-    if (how.axis == 0 && detail::is_row_major_contiguous(in) && detail::is_row_major_contiguous(out)) {
-      detail::contiguous_slabs<in_element_type, detail::chunk_shape_t<In>> ins(in_first, in_shape, false);
-      detail::contiguous_slabs<out_element_type, detail::chunk_shape_t<Out>> outs(out_first, out_shape, clear_output);
-      if (detail::overlaps(in_first, in.size(), out_first, out.size())) {
-        run_chunks(plan, ins, outs, f, as_is);
-      } else {
-        run_chunks(plan, ins, outs, f, [](auto&& chunk) { return detail::output_chunk(std::move(chunk)); });
-      }
-    } else {
-      using in_value = std::remove_const_t<in_element_type>;
-      if (clear_output) std::fill(out.begin(), out.end(), out_element_type{});
-      detail::copied_slabs<in_value const, detail::dense_chunk_t<In, in_value>> ins(in_first, in_shape,
-                                                                                   in.strides(), how.axis);
-      detail::copied_slabs<out_element_type, detail::dense_chunk_t<Out, out_element_type>> outs(
-          out_first, out_shape, out.strides(), how.axis);
-      run_chunks(plan, ins, outs, f, as_is);
-    }
-  }
-
-  // One task per chunk: f(in, out) on the chunk, then the output chunk is
-  // put back (a no-op for chunks that are views of the output's memory).
-  // `wrap` turns the output chunk into what f gets (see output_chunk).
-  template <class Ins, class Outs, class F, class Wrap>
-  void run_chunks(chunk_plan const& plan, Ins& ins, Outs& outs, F const& f, Wrap wrap) const {
-    detail::task_loop loop([&](std::size_t i) {
-      chunk const c = plan[i];
-      auto const in_chunk = ins.take(c.begin, c.end);
-      auto out_chunk = wrap(outs.take(c.begin, c.end));
-      f(in_chunk, out_chunk);
-      outs.put(c.begin, out_chunk);
-    });
-    run(loop, plan.size());
-  }
+  friend struct detail::parallel_access;
 
   parallel_options options_;
   std::shared_ptr<backend> backend_;

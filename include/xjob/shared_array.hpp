@@ -1,7 +1,8 @@
 // shared_array<T>: an n-dimensional array in shared memory that every
 // backend's workers can read and write in place (threads, and forked
-// processes), seen from C++ as an xtensor adaptor. Anonymous by default, or
-// backed by a .npy file that NumPy can open. Move-only.
+// processes), seen from C++ as an xtensor adaptor (view(), built in
+// <xjob/shared_array_view.hpp>; this header parses no xtensor). Anonymous by
+// default, or backed by a .npy file that NumPy can open. Move-only.
 #pragma once
 
 #include <array>
@@ -14,8 +15,6 @@
 #include <type_traits>
 #include <utility>
 #include <vector>
-
-#include <xtensor/xadapt.hpp>
 
 #include <xjob/detail/mapped_region.hpp>
 #include <xjob/detail/npy.hpp>
@@ -40,6 +39,18 @@ void trim_shared_memory_cache() noexcept;
 
 namespace detail {
 struct shared_array_access;
+
+// view() is built in <xjob/shared_array_view.hpp>: it calls
+// make_xtensor_view, found by argument-dependent lookup where view() is
+// used. This overload, a worse match than the real ones, says what to
+// include when that header is missing.
+struct xtensor_view_missing {};
+struct xtensor_view_hook : xtensor_view_missing {};
+template <class... Args>
+void make_xtensor_view(xtensor_view_missing, Args const&...) {
+  static_assert(sizeof...(Args) == 0,
+                "xjob: shared_array::view() needs `#include <xjob/shared_array_view.hpp>` (or <xjob/xjob.hpp>)");
+}
 }  // namespace detail
 
 // T is an arithmetic or complex type NumPy knows; `shared_array<const T>` is
@@ -123,18 +134,17 @@ class shared_array {
   [[nodiscard]] T* end() const noexcept { return data() + size(); }
 
   // An xtensor adaptor over the mapped memory, with the array's shape and
-  // dynamic rank. Valid while the array lives.
+  // dynamic rank. Valid while the array lives. Needs
+  // #include <xjob/shared_array_view.hpp> (or <xjob/xjob.hpp>).
   //   auto v = a.view();  v(0, 1) = 2.0;  double s = xt::sum(v)();
-  [[nodiscard]] auto view() const { return xt::adapt(data(), size(), xt::no_ownership(), shape_); }
+  [[nodiscard]] auto view() const { return make_xtensor_view(detail::xtensor_view_hook{}, *this); }
 
   // The same with a fixed rank N (faster indexing); throws
   // xjob::invalid_argument if the array's rank is not N.
   template <std::size_t N>
   [[nodiscard]] auto view() const {
-    std::array<std::size_t, N> fixed{};
     detail::check_rank(shape_.size(), N);
-    std::copy(shape_.begin(), shape_.end(), fixed.begin());
-    return xt::adapt(data(), size(), xt::no_ownership(), fixed);
+    return make_xtensor_view(detail::xtensor_view_hook{}, *this, std::integral_constant<std::size_t, N>{});
   }
 
   // For a file made by create_npy: gives it its final name (see there).

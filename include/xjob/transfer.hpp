@@ -1,8 +1,11 @@
 // Which task results can travel from a worker process back to the caller,
 // and how: trivially copyable types as their bytes; everything else through
-// cereal's binary archives (the std types cereal knows, xtensor containers,
-// and user types with a cereal serialize() or save()/load()). Arguments never
-// travel: workers are forked, so they already hold them.
+// cereal's binary archives (the std types cereal knows, 128-bit integers,
+// and user types with a cereal serialize() or save()/load()). xtensor
+// containers travel once <xjob/transfer_xtensor.hpp> is included (as
+// <xjob/xjob.hpp> and <xjob/map_chunks.hpp> do); this header parses no
+// xtensor. Arguments never travel: workers are forked, so they already hold
+// them.
 #pragma once
 
 #include <cstddef>
@@ -27,8 +30,7 @@
 #include <cereal/types/utility.hpp>
 #include <cereal/types/variant.hpp>
 #include <cereal/types/vector.hpp>
-#include <xtensor/xarray.hpp>
-#include <xtensor/xtensor.hpp>
+#include <xjob/transfer_int128.hpp>
 
 namespace xjob {
 
@@ -61,88 +63,3 @@ concept transferable =
      cereal::traits::is_input_serializable<T, cereal::BinaryInputArchive>::value);
 
 }  // namespace xjob
-
-// 128-bit integers (exact sums of squares and the like) as their bytes, and
-// xtensor containers as the shape, then the elements (as one block of bytes
-// when they are arithmetic).
-namespace cereal {
-
-template <class Archive>
-void save(Archive& archive, __int128 const& value) {
-  archive(cereal::binary_data(&value, sizeof value));
-}
-template <class Archive>
-void load(Archive& archive, __int128& value) {
-  archive(cereal::binary_data(&value, sizeof value));
-}
-template <class Archive>
-void save(Archive& archive, unsigned __int128 const& value) {
-  archive(cereal::binary_data(&value, sizeof value));
-}
-template <class Archive>
-void load(Archive& archive, unsigned __int128& value) {
-  archive(cereal::binary_data(&value, sizeof value));
-}
-
-namespace xjob_detail {
-template <class Archive, class Container>
-void save_elements(Archive& archive, Container const& a) {
-  using value_type = typename Container::value_type;
-  if constexpr (std::is_arithmetic_v<value_type>) {
-    archive(cereal::binary_data(a.data(), a.size() * sizeof(value_type)));
-  } else {
-    for (auto const& element : a) archive(element);
-  }
-}
-template <class Archive, class Container>
-void load_elements(Archive& archive, Container& a) {
-  using value_type = typename Container::value_type;
-  if constexpr (std::is_arithmetic_v<value_type>) {
-    archive(cereal::binary_data(a.data(), a.size() * sizeof(value_type)));
-  } else {
-    for (auto& element : a) archive(element);
-  }
-}
-}  // namespace xjob_detail
-
-template <class Archive, class EC, std::size_t N, xt::layout_type L, class Tag>
-void save(Archive& archive, xt::xtensor_container<EC, N, L, Tag> const& a) {
-  for (std::size_t extent : a.shape()) archive(static_cast<std::uint64_t>(extent));
-  xjob_detail::save_elements(archive, a);
-}
-
-template <class Archive, class EC, std::size_t N, xt::layout_type L, class Tag>
-void load(Archive& archive, xt::xtensor_container<EC, N, L, Tag>& a) {
-  std::array<std::size_t, N> shape{};
-  for (std::size_t& extent : shape) {
-    std::uint64_t value = 0;
-    archive(value);
-    extent = static_cast<std::size_t>(value);
-  }
-  a.resize(shape);
-  xjob_detail::load_elements(archive, a);
-}
-
-template <class Archive, class EC, xt::layout_type L, class SC, class Tag>
-void save(Archive& archive, xt::xarray_container<EC, L, SC, Tag> const& a) {
-  archive(static_cast<std::uint64_t>(a.dimension()));
-  for (std::size_t extent : a.shape()) archive(static_cast<std::uint64_t>(extent));
-  xjob_detail::save_elements(archive, a);
-}
-
-template <class Archive, class EC, xt::layout_type L, class SC, class Tag>
-void load(Archive& archive, xt::xarray_container<EC, L, SC, Tag>& a) {
-  std::uint64_t rank = 0;
-  archive(rank);
-  SC shape;
-  shape.resize(static_cast<std::size_t>(rank));
-  for (auto& extent : shape) {
-    std::uint64_t value = 0;
-    archive(value);
-    extent = static_cast<typename SC::value_type>(value);
-  }
-  a.resize(shape);
-  xjob_detail::load_elements(archive, a);
-}
-
-}  // namespace cereal

@@ -11,6 +11,7 @@
 #include <xjob/errors.hpp>
 #include <xjob/init.hpp>
 #include <xjob/ipc.hpp>
+#include <xjob/map_chunks.hpp>
 #include <xjob/parallel.hpp>
 #include <xjob/parallel_config.hpp>
 #include <xjob/parallel_options.hpp>
@@ -18,6 +19,10 @@
 #include <xjob/process_pool.hpp>
 #include <xjob/results.hpp>
 #include <xjob/shared_array.hpp>
+#include <xjob/shared_array_view.hpp>
 #include <xjob/start_method.hpp>
 #include <xjob/transfer.hpp>
+#include <xjob/transfer_int128.hpp>
+#include <xjob/transfer_xtensor.hpp>
+#include <xjob/version.hpp>
 #include <xjob/worker.hpp>

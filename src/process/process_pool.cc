@@ -29,8 +29,8 @@
 #include <xjob/parallel_config.hpp>
 #include <xjob/worker.hpp>
 
-#include "process/child.hpp"
-#include "process/worker_launcher.hpp"
+#include "child.hpp"
+#include "worker_launcher.hpp"
 
 namespace xjob {
 

@@ -8,20 +8,20 @@
 
 #include <xjob/errors.hpp>
 
-#include "backends/builtin_backends.hpp"
+#include "sequential_backend.hpp"
 
 namespace xjob {
 
 namespace {
 
-// Built-ins are registered here, on first use, rather than by static
-// initialisers that a static link could drop.
+// "sequential" is part of the front end's own layer, so it is here from the
+// start. "threads" and "processes" live in layers above this one (they need
+// oneTBB and the process layer, which the front end must not), and register
+// themselves when their library is loaded (backend_registrar, in targets
+// built with alwayslink so a static link keeps them). The registry is made
+// on first use, so registrars may run in any order.
 struct registry {
-  registry() {
-    factories.emplace("sequential", &detail::make_sequential_backend);
-    factories.emplace("threads", &detail::make_threads_backend);
-    factories.emplace("processes", &detail::make_processes_backend);
-  }
+  registry() { factories.emplace("sequential", &detail::make_sequential_backend); }
   std::mutex mutex;
   std::map<std::string, backend_factory, std::less<>> factories;
 };

@@ -6,9 +6,11 @@
 #include <oneapi/tbb/task_arena.h>
 #include <oneapi/tbb/task_group.h>
 
+#include <memory>
 #include <optional>
 
-#include "builtin_backends.hpp"
+#include <xjob/backend.hpp>
+
 
 namespace xjob::detail {
 
@@ -36,10 +38,15 @@ class threads_backend final : public backend {
  private:
   tbb::task_arena arena_;
 };
-}  // namespace
 
 std::unique_ptr<backend> make_threads_backend(backend_settings const& settings) {
   return std::make_unique<threads_backend>(settings.n_jobs);
 }
+
+// Registered when the library is loaded: this backend is a target of its own
+// (alwayslink), which the front end's layer does not depend on.
+[[maybe_unused]] bool const registered = (register_backend("threads", &make_threads_backend), true);
+
+}  // namespace
 
 }  // namespace xjob::detail

@@ -28,15 +28,15 @@
 
 #include <fmt/format.h>
 
+#include <xjob/backend.hpp>
 #include <xjob/cpu_count.hpp>
 #include <xjob/detail/mapped_region.hpp>
 #include <xjob/errors.hpp>
 #include <xjob/worker.hpp>
 
-#include "../process/child.hpp"
-#include "../process/fork_support.hpp"
-#include "../process/worker_channel.hpp"
-#include "builtin_backends.hpp"
+#include "src/process/child.hpp"
+#include "src/process/fork_support.hpp"
+#include "src/process/worker_channel.hpp"
 
 namespace xjob::detail {
 
@@ -435,10 +435,14 @@ class processes_backend final : public backend {
   backend_settings settings_;
 };
 
-}  // namespace
-
 std::unique_ptr<backend> make_processes_backend(backend_settings const& settings) {
   return std::make_unique<processes_backend>(settings);
 }
+
+// Registered when the library is loaded: this backend is a target of its own
+// (alwayslink), which the front end's layer does not depend on.
+[[maybe_unused]] bool const registered = (register_backend("processes", &make_processes_backend), true);
+
+}  // namespace
 
 }  // namespace xjob::detail

@@ -1,6 +1,6 @@
 // "sequential": every task on the caller's thread, in order. The oracle the
 // conformance suite checks every other backend against.
-#include "builtin_backends.hpp"
+#include "sequential_backend.hpp"
 
 namespace xjob::detail {
 
