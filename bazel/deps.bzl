@@ -36,7 +36,7 @@ _SYSTEM_LIBRARIES = {
     "xjob_cereal": "/usr/include",
     "xjob_cli11": "/usr/include",
     "xjob_openssl": "/usr/include",
-    "xjob_benchmark": "/usr/include",
+    "xjob_nlohmann_json": "/usr/include",
 }
 
 def xjob_dependencies():

@@ -2,7 +2,8 @@
 # Runs `xjob-bench --quick` and checks what it wrote (no timing thresholds):
 # the exit status, results.csv with a line per row, results.json with the
 # machine's description and, for every workload, correct xjob, baseline and
-# joblib rows whose numbers are finite and positive, and three PNG plots.
+# joblib rows whose numbers are finite and positive, and three PNG plots;
+# then that text which is not ASCII survives the trip through joblib.
 set -euo pipefail
 bench="$1"
 out="${TEST_TMPDIR:-$(mktemp -d)}/results"
@@ -74,4 +75,32 @@ lines = list(csv.DictReader(open(f"{out}/results.csv")))
 if len(lines) != len(rows):
     fail(f"results.csv has {len(lines)} rows, results.json {len(rows)}")
 print(f"ok: {len(rows)} rows over {len(names)} workloads")
+PY
+
+# Non-ASCII round trip: a joblib backend named "thréading😀" goes to
+# joblib_bench.py in a request, comes back in its error message (which
+# Python sends \u-escaped, the emoji as a surrogate pair), and must reach
+# results.json and results.csv unchanged. The row fails: exit status 1.
+odd="$(printf 'thr\303\251ading\360\237\230\200')"
+set +e
+"$bench" --workloads sleep --sleep-tasks 2 --sleep-ms 1 --backends threads --no-pools --no-baselines \
+  --n-jobs 2 --reps 1 --warmup 0 --joblib-backends "$odd" --no-plots --out-dir "$out-utf8" --python "$python" \
+  >"$out-utf8.log" 2>&1
+status=$?
+set -e
+[[ $status -eq 1 ]] || { cat "$out-utf8.log"; echo "the run with an unknown joblib backend exited with $status, not 1" >&2; exit 1; }
+"$python" - "$out-utf8" <<'PY'
+import csv, json, sys
+out = sys.argv[1]
+odd = "thr\u00e9ading\U0001F600"
+data = json.load(open(f"{out}/results.json", encoding="ascii"))  # non-ASCII is escaped
+if data["settings"]["joblib_backends"] != odd:
+    sys.exit(f"results.json: settings.joblib_backends is {data['settings']['joblib_backends']!r}, not {odd!r}")
+rows = [r for r in data["rows"] if r["family"] == "joblib"]
+if [r["backend"] for r in rows] != ["joblib " + odd] or rows[0]["ok"] or f"'{odd}'" not in rows[0]["error"]:
+    sys.exit(f"results.json: the joblib row does not carry {odd!r} through: {rows}")
+lines = [l for l in csv.DictReader(open(f"{out}/results.csv", encoding="utf-8")) if l["family"] == "joblib"]
+if len(lines) != 1 or lines[0]["backend"] != "joblib " + odd or f"'{odd}'" not in lines[0]["error"]:
+    sys.exit(f"results.csv: the joblib row does not carry {odd!r} through: {lines}")
+print(f"ok: {ascii(odd)} went to joblib and back")
 PY

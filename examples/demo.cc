@@ -5,7 +5,6 @@
 //   bazel run //examples:demo                       # 2^26 doubles, 512 MiB
 //   bazel run //examples:demo -- --elements 100000  # smaller
 #include <algorithm>
-#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstddef>
@@ -14,12 +13,11 @@
 #include <cstring>
 #include <exception>
 #include <limits>
-#include <optional>
 #include <ranges>
 #include <string>
-#include <string_view>
 #include <vector>
 
+#include <CLI/CLI.hpp>
 #include <xtensor/xmath.hpp>
 
 #include <xjob/xjob.hpp>
@@ -27,26 +25,10 @@
 namespace {
 
 constexpr std::size_t default_elements = std::size_t(1) << 26;  // 512 MiB of float64
+// x, the reference and y must fit in the address space, and their sizes in
+// bytes in a std::size_t.
+constexpr std::size_t most_elements = std::numeric_limits<std::size_t>::max() / (3 * sizeof(double));
 constexpr int repeats = 3;
-
-void print_usage(std::FILE* to) {
-  std::fprintf(to,
-               "usage: demo [--elements N]\n"
-               "\n"
-               "Maps y = sqrt(x) * 2 + 1 over a float64 array of N elements (default 2^26,\n"
-               "512 MiB) with every registered xjob backend at n_jobs 1, 2 and cpu_count(),\n"
-               "best of %d runs each into a preallocated shared_array, prints a table and\n"
-               "checks that every result equals the sequential backend's exactly.\n"
-               "Exit status: 0 all agree, 1 a result differs or a run failed, 2 bad usage.\n",
-               repeats);
-}
-
-std::optional<std::size_t> parse_count(std::string_view text) {
-  std::size_t value = 0;
-  auto const [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (error != std::errc{} || end != text.data() + text.size() || value == 0) return std::nullopt;
-  return value;
-}
 
 // A deterministic value in [0, 1) for element i: splitmix64 of the index,
 // top 53 bits. Cheap, so filling 512 MiB in parallel takes a fraction of a
@@ -82,26 +64,22 @@ struct row {
 
 int main(int argc, char** argv) {
   std::size_t elements = default_elements;
-  for (int i = 1; i < argc; ++i) {
-    std::string_view const arg = argv[i];
-    if (arg == "--help" || arg == "-h") {
-      print_usage(stdout);
-      return 0;
-    }
-    std::optional<std::string_view> value;
-    if (arg == "--elements" && i + 1 < argc) {
-      value = argv[++i];
-    } else if (arg.starts_with("--elements=")) {
-      value = arg.substr(std::string_view("--elements=").size());
-    }
-    std::optional<std::size_t> const count = value ? parse_count(*value) : std::nullopt;
-    if (!count || *count > std::numeric_limits<std::size_t>::max() / (3 * sizeof(double))) {
-      std::fprintf(stderr, "demo: bad argument '%s'%s\n\n", argv[i],
-                   value ? " (--elements takes a positive integer)" : "");
-      print_usage(stderr);
-      return 2;
-    }
-    elements = *count;
+  CLI::App app{"Maps y = sqrt(x) * 2 + 1 over a float64 array with every registered xjob backend at n_jobs 1, 2\n"
+               "and cpu_count(), best of " + std::to_string(repeats) +
+                   " runs each into a preallocated shared_array, prints a table and checks\n"
+                   "that every result equals the sequential backend's exactly.",
+               "demo"};
+  app.footer("Exit status: 0 all agree, 1 a result differs or a run failed, 2 bad usage.");
+  app.add_option("--elements", elements, "float64 elements of x (default 2^26: 512 MiB in, 512 MiB out)")
+      // A type check first, so that "abc" is called what it is, not out of range.
+      ->check(CLI::TypeValidator<std::size_t>("").description(""))
+      ->check(CLI::Range(std::size_t{1}, most_elements));
+  try {
+    app.parse(argc, argv);
+  } catch (CLI::ParseError const& e) {
+    // app.exit prints the help (--help, status 0) or the error; every error
+    // is bad usage, status 2 as the footer says (CLI11's own codes are 100+).
+    return app.exit(e) == 0 ? 0 : 2;
   }
 
   try {

@@ -22,11 +22,17 @@ grep -Eq '^threads +2 ' <<<"$output" || fail "no row for the threads backend at 
 grep -Eq '^processes +2 ' <<<"$output" || fail "no row for the processes backend at n_jobs 2"
 grep -q '^results agree: yes' <<<"$output" || fail "no 'results agree: yes'"
 
-# Bad usage is refused with status 2; --help succeeds.
-"$demo" --help | grep -q '^usage: demo' || fail "--help does not print the usage"
-set +e
-"$demo" --elements 0 >/dev/null 2>&1
-status=$?
-set -e
-[[ $status -eq 2 ]] || fail "--elements 0 gave status $status, not 2"
+# Bad usage is refused with status 2 and a message naming the option;
+# --help succeeds.
+help="$("$demo" --help)" || fail "--help failed"
+grep -q '^Usage: demo' <<<"$help" || fail "--help does not print the usage"
+grep -q -- '--elements' <<<"$help" || fail "--help does not list --elements"
+for bad in 0 abc -5 1.5; do
+  set +e
+  message="$("$demo" --elements "$bad" 2>&1 >/dev/null)"
+  status=$?
+  set -e
+  [[ $status -eq 2 ]] || fail "--elements $bad gave status $status, not 2"
+  grep -q -- "^--elements: .*$bad" <<<"$message" || fail "--elements $bad gave no message naming it: $message"
+done
 echo "demo_test: PASSED"

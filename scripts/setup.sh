@@ -15,9 +15,10 @@ packages=(
   libfmt-dev
   libcereal-dev
   libcli11-dev
-  libbenchmark-dev
   libssl-dev
   libomp-dev
+  nlohmann-json3-dev
+  cmake pkg-config
   python3-numpy python3-joblib python3-matplotlib
 )
 

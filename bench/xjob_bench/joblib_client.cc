@@ -8,14 +8,15 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <charconv>
 #include <cstring>
 #include <filesystem>
 #include <stdexcept>
+#include <string_view>
 #include <thread>
 #include <vector>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 extern char** environ;
 
@@ -23,105 +24,38 @@ namespace xjob::bench {
 
 namespace {
 
-[[noreturn]] void bad_json(std::string const& line, std::string_view what) {
-  throw std::runtime_error(fmt::format("joblib_bench.py sent a line that is not a flat JSON object ({}): {}", what,
+[[noreturn]] void bad_line(std::string const& line, std::string_view what) {
+  throw std::runtime_error(fmt::format("joblib_bench.py sent a line that is not the protocol's ({}): {}", what,
                                        line.substr(0, 200)));
 }
 
-void skip_space(std::string const& s, std::size_t& i) {
-  while (i < s.size() && (s[i] == ' ' || s[i] == '\t' || s[i] == '\r' || s[i] == '\n')) ++i;
+// One line from joblib_bench.py, which holds one JSON object.
+nlohmann::json parse_line(std::string const& line) {
+  nlohmann::json message;
+  try {
+    message = nlohmann::json::parse(line);
+  } catch (nlohmann::json::parse_error const& e) {
+    bad_line(line, e.what());
+  }
+  if (!message.is_object()) bad_line(line, "not a JSON object");
+  return message;
 }
 
-std::string parse_string(std::string const& s, std::size_t& i) {
-  if (i >= s.size() || s[i] != '"') bad_json(s, "a string was expected");
-  ++i;
-  std::string out;
-  while (i < s.size() && s[i] != '"') {
-    char c = s[i++];
-    if (c == '\\') {
-      if (i >= s.size()) bad_json(s, "the line ends in an escape");
-      char const e = s[i++];
-      switch (e) {
-        case 'n': c = '\n'; break;
-        case 't': c = '\t'; break;
-        case 'r': c = '\r'; break;
-        case 'b': c = '\b'; break;
-        case 'f': c = '\f'; break;
-        case 'u': {
-          unsigned code = 0;
-          if (i + 4 > s.size() || std::from_chars(s.data() + i, s.data() + i + 4, code, 16).ptr != s.data() + i + 4)
-            bad_json(s, "a malformed \\u escape");
-          i += 4;
-          // Python escapes non-ASCII; the messages only need to stay readable.
-          c = code < 0x80 ? static_cast<char>(code) : '?';
-          break;
-        }
-        default: c = e;  // \" \\ \/
-      }
-    }
-    out.push_back(c);
-  }
-  if (i >= s.size()) bad_json(s, "an unterminated string");
-  ++i;
-  return out;
+// The string member `key` of `message`, or `fallback` if it has none.
+std::string string_or(nlohmann::json const& message, char const* key, std::string fallback) {
+  auto const it = message.find(key);
+  return it != message.end() && it->is_string() ? it->get<std::string>() : fallback;
+}
+
+// Requests go out with every non-ASCII character escaped, as Python's
+// json.dumps sends the replies: the pipe then carries ASCII only, which
+// joblib_bench.py decodes right whatever encoding its locale gives stdin.
+// Throws nlohmann::json::type_error if a string is not UTF-8.
+std::string protocol_line(nlohmann::json const& message) {
+  return message.dump(-1, ' ', /*ensure_ascii=*/true) + '\n';
 }
 
 }  // namespace
-
-json_fields parse_flat_json(std::string const& line) {
-  json_fields fields;
-  std::size_t i = 0;
-  skip_space(line, i);
-  if (i >= line.size() || line[i] != '{') bad_json(line, "no opening brace");
-  ++i;
-  skip_space(line, i);
-  if (i < line.size() && line[i] == '}') return fields;
-  while (true) {
-    skip_space(line, i);
-    std::string key = parse_string(line, i);
-    skip_space(line, i);
-    if (i >= line.size() || line[i] != ':') bad_json(line, "a colon was expected");
-    ++i;
-    skip_space(line, i);
-    if (i < line.size() && line[i] == '"') {
-      fields[key] = parse_string(line, i);
-    } else {
-      std::size_t const start = i;
-      while (i < line.size() && line[i] != ',' && line[i] != '}') {
-        if (line[i] == '{' || line[i] == '[') bad_json(line, "a nested value");
-        ++i;
-      }
-      std::size_t end = i;
-      while (end > start && (line[end - 1] == ' ' || line[end - 1] == '\t')) --end;
-      fields[key] = line.substr(start, end - start);
-    }
-    skip_space(line, i);
-    if (i >= line.size()) bad_json(line, "no closing brace");
-    if (line[i] == '}') return fields;
-    if (line[i] != ',') bad_json(line, "a comma was expected");
-    ++i;
-  }
-}
-
-std::string json_string(std::string const& text) {
-  std::string out = "\"";
-  for (char const c : text) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      case '\r': out += "\\r"; break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20)
-          out += fmt::format("\\u{:04x}", static_cast<unsigned>(c));
-        else
-          out.push_back(c);
-    }
-  }
-  out += '"';
-  return out;
-}
 
 joblib_client::joblib_client(std::string const& python, std::string const& script, std::string data_dir)
     : data_dir_(std::move(data_dir)) {
@@ -168,18 +102,14 @@ joblib_client::joblib_client(std::string const& python, std::string const& scrip
     return;
   }
   try {
-    json_fields const hello = parse_flat_json(*line);
+    nlohmann::json const hello = parse_line(*line);
     auto const ready = hello.find("ready");
-    if (ready == hello.end() || ready->second != "true") {
-      auto const error = hello.find("error");
-      stop(error != hello.end() ? error->second : "joblib_bench.py is not ready");
+    if (ready == hello.end() || *ready != true) {
+      stop(string_or(hello, "error", "joblib_bench.py is not ready"));
       return;
     }
-    auto field = [&](char const* name) {
-      auto const it = hello.find(name);
-      return it == hello.end() ? std::string("?") : it->second;
-    };
-    versions_ = fmt::format("python {}, joblib {}, numpy {}", field("python"), field("joblib"), field("numpy"));
+    versions_ = fmt::format("python {}, joblib {}, numpy {}", string_or(hello, "python", "?"),
+                            string_or(hello, "joblib", "?"), string_or(hello, "numpy", "?"));
   } catch (std::exception const& e) {
     stop(e.what());
   }
@@ -187,7 +117,7 @@ joblib_client::joblib_client(std::string const& python, std::string const& scrip
 
 joblib_client::~joblib_client() {
   if (pid_ <= 0) return;
-  std::string const quit = fmt::format("{{\"id\": {}, \"command\": \"quit\"}}\n", next_id_++);
+  std::string const quit = protocol_line({{"id", next_id_++}, {"command", "quit"}});
   [[maybe_unused]] ssize_t const sent = ::write(to_child_, quit.data(), quit.size());
   // Closing its stdin also ends it; it shuts its joblib workers down first.
   ::close(to_child_);
@@ -273,16 +203,23 @@ std::optional<std::string> joblib_client::read_line(std::chrono::steady_clock::t
   }
 }
 
-joblib_client::reply joblib_client::run(std::string const& members, std::chrono::seconds timeout) {
+joblib_client::reply joblib_client::run(nlohmann::json const& request, std::chrono::seconds timeout) {
   reply out;
   if (pid_ <= 0) {
     out.error = "joblib co-process unavailable: " + reason_;
     return out;
   }
   long const id = next_id_++;
-  std::string const request = fmt::format("{{\"id\": {}, {}}}\n", id, members);
-  for (std::size_t sent = 0; sent < request.size();) {
-    ssize_t const n = ::write(to_child_, request.data() + sent, request.size() - sent);
+  std::string text;
+  try {
+    nlohmann::json message = request;
+    message["id"] = id;
+    text = protocol_line(message);
+  } catch (nlohmann::json::exception const& e) {
+    throw std::runtime_error(fmt::format("cannot encode request {} to joblib_bench.py: {}", id, e.what()));
+  }
+  for (std::size_t sent = 0; sent < text.size();) {
+    ssize_t const n = ::write(to_child_, text.data() + sent, text.size() - sent);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
       stop(fmt::format("joblib_bench.py stopped reading requests: {}", std::strerror(errno)));
@@ -297,20 +234,23 @@ joblib_client::reply joblib_client::run(std::string const& members, std::chrono:
     out.error = reason_;
     return out;
   }
-  json_fields const fields = parse_flat_json(*line);
-  auto field = [&](char const* name) {
-    auto const it = fields.find(name);
-    return it == fields.end() ? std::string("null") : it->second;
-  };
-  if (field("id") != std::to_string(id))
-    throw std::runtime_error(fmt::format("joblib_bench.py answered request {} with id {}", id, field("id")));
-  if (std::string const error = field("error"); error != "null") {
-    out.error = error;
-    return out;
+  nlohmann::json const answer = parse_line(*line);
+  auto const answer_id = answer.find("id");
+  if (answer_id == answer.end() || *answer_id != id)
+    throw std::runtime_error(fmt::format("joblib_bench.py answered request {} with id {}", id,
+                                         answer_id == answer.end() ? "none" : answer_id->dump()));
+  try {
+    if (auto const error = answer.find("error"); error != answer.end() && !error->is_null()) {
+      out.error = error->is_string() ? error->get<std::string>() : error->dump();
+      return out;
+    }
+    out.seconds = answer.at("seconds").get<double>();
+    out.result = answer.at("result").get<std::string>();
+    if (auto const tasks = answer.find("tasks"); tasks != answer.end() && !tasks->is_null())
+      out.tasks = tasks->get<std::size_t>();
+  } catch (nlohmann::json::exception const& e) {
+    bad_line(*line, e.what());
   }
-  out.seconds = std::stod(field("seconds"));
-  out.result = field("result");
-  if (std::string const tasks = field("tasks"); tasks != "null") out.tasks = std::stoull(tasks);
   return out;
 }
 

@@ -8,22 +8,14 @@
 
 #include <chrono>
 #include <cstddef>
-#include <map>
 #include <optional>
 #include <string>
 
+// Only the declarations: the files that include this one through sweep.hpp
+// but build no request (main.cc, report.cc) do not parse all of nlohmann-json.
+#include <nlohmann/json_fwd.hpp>
+
 namespace xjob::bench {
-
-// A flat JSON object's members as text: strings unescaped, numbers, true,
-// false and null as written. Nested values are not supported (none are sent).
-using json_fields = std::map<std::string, std::string>;
-
-// Parses one line holding a flat JSON object; throws std::runtime_error
-// naming the line if it is not one.
-json_fields parse_flat_json(std::string const& line);
-
-// Quotes and escapes `text` as a JSON string.
-std::string json_string(std::string const& text);
 
 class joblib_client {
  public:
@@ -47,10 +39,11 @@ class joblib_client {
   // "python 3.11.2, joblib 1.2.0, numpy 1.24.2"
   [[nodiscard]] std::string const& versions() const noexcept { return versions_; }
 
-  // Sends one request (a JSON object's members without braces and without
-  // "id") and waits up to `timeout` for its reply. A co-process that dies
-  // or stops answering is killed, and this and later requests fail.
-  reply run(std::string const& members, std::chrono::seconds timeout);
+  // Sends one request (a JSON object without "id", which this adds) and
+  // waits up to `timeout` for its reply. A co-process that dies or stops
+  // answering is killed, and this and later requests fail. Throws
+  // std::runtime_error naming the line if the reply is not the protocol's.
+  reply run(nlohmann::json const& request, std::chrono::seconds timeout);
 
  private:
   std::optional<std::string> read_line(std::chrono::steady_clock::time_point deadline);

@@ -4,21 +4,21 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
+#include <cstdint>
 #include <ctime>
 #include <fstream>
 #include <limits>
-#include <sstream>
 #include <stdexcept>
 #include <thread>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 #include <oneapi/tbb/version.h>
 #include <openssl/crypto.h>
 
 #include <xjob/cpu_count.hpp>
-
-#include "joblib_client.hpp"
 
 namespace xjob::bench {
 
@@ -66,11 +66,38 @@ std::string first_line(std::string const& text) {
   return line.size() > 160 ? line.substr(0, 157) + "..." : line;
 }
 
-std::string json_number(double v) { return std::isfinite(v) ? fmt::format("{:.6g}", v) : "null"; }
+// results.json keeps the order in which its members are written (machine,
+// settings, then the data), as its readers show them.
+using ordered_json = nlohmann::ordered_json;
 
-std::string json_summary(summary const& s) {
-  return fmt::format(R"({{"median": {}, "min": {}, "max": {}}})", json_number(s.median), json_number(s.min),
-                     json_number(s.max));
+// Six significant digits, as in the CSV: the timings carry no more, and the
+// two files agree. Null where there is no value (a ratio to a missing row).
+ordered_json json_number(double v) {
+  if (!std::isfinite(v)) return nullptr;
+  std::string const text = fmt::format("{:.6g}", v);
+  double rounded = v;
+  std::from_chars(text.data(), text.data() + text.size(), rounded);
+  return rounded;
+}
+
+ordered_json json_summary(summary const& s) {
+  return {{"median", json_number(s.median)}, {"min", json_number(s.min)}, {"max", json_number(s.max)}};
+}
+
+// A chunk or batch size: null where it does not apply ("-"), a number, or a
+// text such as "auto" or "32768 (auto)".
+ordered_json json_dimension(std::string const& text) {
+  if (text == "-") return nullptr;
+  std::uint64_t value = 0;
+  auto const [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (!text.empty() && error == std::errc() && end == text.data() + text.size()) return value;
+  return text;
+}
+
+ordered_json json_object(std::vector<std::pair<std::string, std::string>> const& pairs) {
+  ordered_json out = ordered_json::object();
+  for (auto const& [key, value] : pairs) out[key] = value;
+  return out;
 }
 
 std::string csv_field(std::string const& text) {
@@ -322,43 +349,46 @@ void write_json(std::filesystem::path const& path, std::string const& preset,
                 std::vector<std::pair<std::string, std::string>> const& machine,
                 std::vector<std::pair<std::string, std::string>> const& settings,
                 std::vector<workload_info> const& infos, std::vector<record> const& records) {
-  std::ostringstream out;
-  auto object = [](std::vector<std::pair<std::string, std::string>> const& pairs) {
-    std::string text = "{";
-    for (auto const& [key, value] : pairs)
-      text += fmt::format("{}{}: {}", text.size() > 1 ? ", " : "", json_string(key), json_string(value));
-    return text + "}";
-  };
-  out << "{\"tool\": \"xjob-bench\", \"preset\": " << json_string(preset) << ",\n \"machine\": " << object(machine)
-      << ",\n \"settings\": " << object(settings) << ",\n \"workloads\": [";
-  for (std::size_t i = 0; i < infos.size(); ++i) {
-    auto const& w = infos[i];
-    out << (i ? ",\n  " : "\n  ")
-        << fmt::format(R"({{"name": {}, "title": {}, "unit": {}, "size": {}, "per_task": {}, "memory_bound": {}}})",
-                       json_string(w.name), json_string(w.title), json_string(w.unit), json_string(w.size_text),
-                       w.per_task, w.memory_bound);
-  }
-  out << "],\n \"rows\": [";
-  for (std::size_t i = 0; i < records.size(); ++i) {
-    record const& r = records[i];
-    auto dimension = [](std::string const& v) {
-      if (v == "-") return std::string("null");
-      if (!v.empty() && std::ranges::all_of(v, [](char c) { return c >= '0' && c <= '9'; })) return v;
-      return json_string(v);
-    };
-    out << (i ? ",\n  " : "\n  ")
-        << fmt::format(R"({{"workload": {}, "family": {}, "backend": {}, "n_jobs": {}, "chunk_size": {}, )"
-                       R"("batch_size": {}, "reps": {}, "tasks": {}, "seconds": {}, "throughput": {}, )"
-                       R"("ns_per_task": {}, "x_raw_tbb": {}, "x_bandwidth": {}, "x_joblib": {}, "ok": {}, "error": {}}})",
-                       json_string(r.workload), json_string(r.family), json_string(r.backend), r.n_jobs,
-                       dimension(r.chunk), dimension(r.batch), r.reps, r.tasks, json_summary(r.seconds),
-                       json_summary(r.throughput), r.ns_per_task ? json_summary(*r.ns_per_task) : "null",
-                       json_number(r.x_tbb), json_number(r.x_bandwidth), json_number(r.x_joblib), r.ok(),
-                       r.ok() ? "null" : json_string(r.error));
-  }
-  out << "\n ]}\n";
+  ordered_json workloads = ordered_json::array();
+  for (workload_info const& w : infos)
+    workloads.push_back({{"name", w.name},
+                         {"title", w.title},
+                         {"unit", w.unit},
+                         {"size", w.size_text},
+                         {"per_task", w.per_task},
+                         {"memory_bound", w.memory_bound}});
+  ordered_json rows = ordered_json::array();
+  for (record const& r : records)
+    rows.push_back({{"workload", r.workload},
+                    {"family", r.family},
+                    {"backend", r.backend},
+                    {"n_jobs", r.n_jobs},
+                    {"chunk_size", json_dimension(r.chunk)},
+                    {"batch_size", json_dimension(r.batch)},
+                    {"reps", r.reps},
+                    {"tasks", r.tasks},
+                    {"seconds", json_summary(r.seconds)},
+                    {"throughput", json_summary(r.throughput)},
+                    {"ns_per_task", r.ns_per_task ? json_summary(*r.ns_per_task) : ordered_json()},
+                    {"x_raw_tbb", json_number(r.x_tbb)},
+                    {"x_bandwidth", json_number(r.x_bandwidth)},
+                    {"x_joblib", json_number(r.x_joblib)},
+                    {"ok", r.ok()},
+                    {"error", r.ok() ? ordered_json() : ordered_json(r.error)}});
+  ordered_json const results = {{"tool", "xjob-bench"},
+                                {"preset", preset},
+                                {"machine", json_object(machine)},
+                                {"settings", json_object(settings)},
+                                {"workloads", std::move(workloads)},
+                                {"rows", std::move(rows)}};
+  // Non-ASCII escaped, so that a reader decodes it right whatever encoding
+  // it assumes (Python's open() takes the locale's); bytes that are not
+  // UTF-8 (an exception's message may hold any) become U+FFFD instead of
+  // losing the whole file.
+  std::string const text =
+      results.dump(1, ' ', /*ensure_ascii=*/true, ordered_json::error_handler_t::replace) + '\n';
   std::ofstream file(path);
-  file << out.str();
+  file << text;
   if (!file) throw std::runtime_error(fmt::format("cannot write {}", path.string()));
 }
 

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 #include <oneapi/tbb/blocked_range.h>
 #include <oneapi/tbb/parallel_for.h>
 #include <xtensor/xadapt.hpp>
@@ -271,7 +272,7 @@ void add_baseline(workload& w, bench_context& c, std::string const& name, bool e
 
 // What one joblib request of a workload asks for.
 struct joblib_request {
-  std::string size_json;      // {"elements": 1024}
+  nlohmann::json size;        // {"elements": 1024}
   std::size_t chunk = 0;      // elements/rows/numbers per task; 0: not sent
   double work = 0;            // the request's work, in the workload's units
 };
@@ -291,15 +292,21 @@ void add_joblib_variants(workload& w, bench_context& c, dimensions d, Request re
       for (auto chunk : values_of(d.chunks, s.chunk_sizes))
         for (auto batch : values_of(d.batches, s.batch_sizes)) {
           joblib_request const r = request(n, chunk, batch);
-          std::string const members = fmt::format(
-              R"("workload": {}, "backend": {}, "n_jobs": {}, "batch_size": {}, "chunk": {}, "size": {}, "dir": {}, "npy_dir": {})",
-              json_string(w.name), json_string(backend), n, batch ? std::to_string(*batch) : "\"auto\"", r.chunk,
-              r.size_json, json_string(s.shm_dir), json_string(s.npy_dir));
+          nlohmann::json const message = {
+              {"workload", w.name},
+              {"backend", backend},
+              {"n_jobs", n},
+              {"batch_size", batch ? nlohmann::json(*batch) : nlohmann::json("auto")},
+              {"chunk", r.chunk},
+              {"size", r.size},
+              {"dir", s.shm_dir},
+              {"npy_dir", s.npy_dir},
+          };
           variant v("joblib", sequential ? std::string("joblib sequential") : "joblib " + backend, n,
                     d.chunks ? (chunk ? std::to_string(*chunk) : fmt::format("{} (auto)", r.chunk)) : "-",
                     dimension_text(d.batches, batch), r.work);
-          v.run = [client, members] {
-            joblib_client::reply const reply = client->run(members, std::chrono::seconds(900));
+          v.run = [client, message] {
+            joblib_client::reply const reply = client->run(message, std::chrono::seconds(900));
             if (!reply.error.empty()) throw std::runtime_error("joblib: " + reply.error);
             return run_result{*reply.seconds, reply.result, reply.tasks};
           };
@@ -451,7 +458,9 @@ class map_workload : public workload {
     });
 
     add_joblib_variants(*this, c_, {.chunks = true}, [&](int n_jobs, auto chunk, auto) {
-      return joblib_request{fmt::format(R"({{"elements": {}}})", n_), chunk ? *chunk : auto_chunk(n_jobs), bytes};
+      return joblib_request{.size = {{"elements", n_}},
+                            .chunk = chunk ? *chunk : auto_chunk(n_jobs),
+                            .work = bytes};
     });
   }
 
@@ -580,8 +589,9 @@ class reduce_workload : public workload {
       });
     });
     add_joblib_variants(*this, c_, {.chunks = true}, [&](int n_jobs, auto chunk, auto) {
-      return joblib_request{fmt::format(R"({{"rows": {}, "cols": {}}})", rows_, cols_),
-                            chunk ? *chunk : auto_chunk(n_jobs), bytes};
+      return joblib_request{.size = {{"rows", rows_}, {"cols", cols_}},
+                            .chunk = chunk ? *chunk : auto_chunk(n_jobs),
+                            .work = bytes};
     });
   }
 
@@ -700,9 +710,9 @@ class sumsq_workload : public workload {
     long const joblib_count = std::max(1L, count_ / 64);
     long const tasks_wanted = c_.settings().sizes.sumsq_tasks;
     add_joblib_variants(*this, c_, {}, [&](int, auto, auto) {
-      return joblib_request{fmt::format(R"({{"count": {}}})", joblib_count),
-                            static_cast<std::size_t>((joblib_count + tasks_wanted - 1) / tasks_wanted),
-                            static_cast<double>(joblib_count)};
+      return joblib_request{.size = {{"count", joblib_count}},
+                            .chunk = static_cast<std::size_t>((joblib_count + tasks_wanted - 1) / tasks_wanted),
+                            .work = static_cast<double>(joblib_count)};
     });
   }
 
@@ -813,7 +823,7 @@ class md5_workload : public workload {
       });
     });
     add_joblib_variants(*this, c_, {}, [&](int, auto, auto) {
-      return joblib_request{fmt::format(R"({{"chains": {}, "rounds": {}}})", chains_, rounds_), 1, hashes};
+      return joblib_request{.size = {{"chains", chains_}, {"rounds", rounds_}}, .chunk = 1, .work = hashes};
     });
   }
 
@@ -920,7 +930,7 @@ class tiny_workload : public workload {
     add_joblib_variants(*this, c_, {.batches = true}, [&](int, auto, auto batch) {
       long const cap = c_.settings().sizes.tiny_joblib_tasks;
       long const count = count_for(batch, std::min(2000L, std::max(1L, cap / 5)), cap);
-      return joblib_request{fmt::format(R"({{"tasks": {}}})", count), 0, static_cast<double>(count)};
+      return joblib_request{.size = {{"tasks", count}}, .chunk = 0, .work = static_cast<double>(count)};
     });
   }
 
@@ -991,7 +1001,7 @@ class sleep_workload : public workload {
       });
     });
     add_joblib_variants(*this, c_, {}, [&](int, auto, auto) {
-      return joblib_request{fmt::format(R"({{"tasks": {}, "ms": {}}})", tasks_, ms_), 0, work};
+      return joblib_request{.size = {{"tasks", tasks_}, {"ms", ms_}}, .chunk = 0, .work = work};
     });
   }
 
