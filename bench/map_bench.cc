@@ -66,6 +66,7 @@ struct settings {
   std::size_t elements = std::size_t(1) << 27;  // 1 GiB of float64
   int tasks = 2'000'000;
   int reps = 7;
+  std::string only;  // "map" or "dispatch": that section alone
 };
 
 settings parse_arguments(int argc, char** argv) {
@@ -78,10 +79,13 @@ settings parse_arguments(int argc, char** argv) {
     } else if (arg.starts_with("--reps=")) {
       reps = std::atoi(argv[i] + 7);
       if (*reps < 1) fail("--reps needs a positive count");
+    } else if (arg == "--only=map" || arg == "--only=dispatch") {
+      s.only = arg.substr(7);
     } else if (arg == "--help" || arg == "-h") {
-      std::printf("usage: map_bench [--quick] [--reps=N]\n"
+      std::printf("usage: map_bench [--quick] [--reps=N] [--only=map|dispatch]\n"
                   "  --quick   2^22 elements, 200k tasks, 3 repetitions (a smoke run)\n"
-                  "  --reps=N  timed repetitions (default 7, or 3 with --quick)\n");
+                  "  --reps=N  timed repetitions (default 7, or 3 with --quick)\n"
+                  "  --only=S  run section S alone (no targets)\n");
       std::exit(0);
     } else {
       fail(fmt::format("unknown argument '{}' (try --help)", arg));
@@ -415,6 +419,15 @@ class dispatch_section {
       for (int i = 0; i < n; ++i) out[static_cast<std::size_t>(i)] = tiny(i);
       return out;
     });
+    // The raw baseline: oneTBB's own parallel_for in an arena of as many
+    // threads, writing into a result vector made in the call, as xjob's are.
+    add("raw oneTBB parallel_for, 2 threads", [this, n] {
+      std::vector<int> out(static_cast<std::size_t>(n));
+      arena_.execute([&] {
+        tbb::parallel_for(0, n, [&out](int i) { out[static_cast<std::size_t>(i)] = tiny(i); });
+      });
+      return out;
+    });
     add("n_jobs=1 (sequential), delayed calls", [this, delayed_calls] { return seq_(delayed_calls()); });
     add("n_jobs=1 (sequential), map", [this, n] { return seq_.map(tiny, std::views::iota(0, n)); });
     add("n_jobs=2 threads, delayed calls, auto batch", [this, delayed_calls] { return par_(delayed_calls()); });
@@ -451,6 +464,10 @@ class dispatch_section {
                  t.median - floor);
     }
     fmt::print("('over floor' = median ns/task minus the plain loop's median.)\n");
+    double const raw = median("raw oneTBB parallel_for, 2 threads");
+    for (auto const& v : variants_)
+      if (v.name.starts_with("n_jobs=2 threads") && v.name.find("auto batch") != std::string::npos)
+        fmt::print("  {:<46} {:.2f}x raw oneTBB\n", v.name, raw / summarize(v.ns_per_task).median);
     std::fflush(stdout);
   }
 
@@ -466,6 +483,7 @@ class dispatch_section {
   xjob::parallel seq_{xjob::parallel_options{.n_jobs = 1}};
   xjob::parallel par_{xjob::parallel_options{.n_jobs = workers, .backend = "threads"}};
   xjob::parallel one_{xjob::parallel_options{.n_jobs = workers, .backend = "threads", .batch_size = 1}};
+  tbb::task_arena arena_{workers};
   std::vector<dispatch_variant> variants_;
 };
 
@@ -503,10 +521,16 @@ int main(int argc, char** argv) {
              have_openmp ? fmt::format("OpenMP {} (libgomp)", openmp_version) : std::string("no OpenMP"),
              __VERSION__);
   std::fflush(stdout);
-  map_section map(s);
-  map.run();
-  dispatch_section dispatch(s);
-  dispatch.run();
-  print_targets(map, dispatch);
+  if (s.only != "dispatch") {
+    map_section map(s);
+    map.run();
+    if (s.only == "map") return 0;
+    dispatch_section dispatch(s);
+    dispatch.run();
+    print_targets(map, dispatch);
+  } else {
+    dispatch_section dispatch(s);
+    dispatch.run();
+  }
   return 0;
 }

@@ -175,3 +175,102 @@ TEST_CASE("xt::noalias on an output chunk works as in plain xtensor") {
   auto const y = par.map_chunks(x, [](auto const& in, auto&& out) { xt::noalias(out) = in * 2.0; });
   REQUIRE((y.view() == x * 2.0));
 }
+
+TEST_CASE("an output chunk taken by value writes through, along every axis and on every backend") {
+  auto const x = rows(40, 6);
+  for (char const* backend : {"sequential", "threads", "processes"}) {
+    xjob::parallel par({.n_jobs = 2, .backend = backend});
+    for (std::size_t axis : {0U, 1U}) {
+      INFO(backend << " axis " << axis);
+      // `auto out`, a copy of the chunk view: it shares the chunk's memory.
+      auto y = par.map_chunks(x, [](auto const& in, auto out) { out = in * 2.0; }, xjob::chunking{.axis = axis});
+      REQUIRE((y.view<2>() == x * 2.0));
+      REQUIRE(xt::sum(y.view())() == Approx(xt::sum(x)() * 2.0));
+      // The same into a caller's strided output (a dense copy per chunk).
+      xt::xtensor<double, 2> wide = xt::zeros<double>({40, 12});
+      auto every_other = xt::view(wide, xt::all(), xt::range(0, 12, 2));
+      par.map_chunks(x, [](auto const& in, auto out) { out = in + 1.0; }, every_other, xjob::chunking{.axis = axis});
+      REQUIRE((xt::view(wide, xt::all(), xt::range(0, 12, 2)) == x + 1.0));
+      REQUIRE(xt::all(xt::equal(xt::view(wide, xt::all(), xt::range(1, 12, 2)), 0.0)));
+    }
+  }
+}
+
+TEST_CASE("f may name the chunk types: chunk_view of const input and of the output") {
+  xjob::parallel par({.n_jobs = 2, .backend = "threads"});
+  auto const x = rows(33, 5);
+  auto fixed = [](xjob::chunk_view<double const, 2> const& in, xjob::chunk_view<double, 2>& out) { out = in - 1.0; };
+  for (std::size_t axis : {0U, 1U}) {
+    auto y = par.map_chunks(x, fixed, xjob::chunking{.axis = axis});
+    REQUIRE((y.view<2>() == x - 1.0));
+  }
+  // xt::xarray and shared_array inputs have a rank known at run time.
+  xt::xarray<double> const dynamic = x;
+  auto any_rank = [](xjob::chunk_view<double const> const& in, xjob::chunk_view<double>& out) { out = -in; };
+  auto z = par.map_chunks(dynamic, any_rank);
+  REQUIRE((z.view<2>() == -x));
+  auto chained = par.map_chunks(z, any_rank);
+  REQUIRE((chained.view<2>() == x));
+}
+
+TEST_CASE("streaming stores give bit for bit the results of ordinary stores") {
+  auto const x = rows(4099, 7);  // an odd size: chunks start off any register alignment
+  xt::xtensor<float, 2> const xf = xt::cast<float>(x);
+  auto const f = [](auto const& in, auto&& out) { out = xt::sqrt(in) * 2.0 + 1.0; };
+  auto const g = [](auto const& in, auto&& out) { out = xt::sqrt(in) * 2.0f + 1.0f; };
+  // Reads its output back: an automatic call learns to stop streaming.
+  auto const twice = [](auto const& in, auto&& out) {
+    out = in * 3.0;
+    out = out - in;
+  };
+  // Broadcasts a row: not linear, so ordinary stores whatever the option.
+  auto const broadcast = [](auto const& in, auto&& out) { out = in + xt::view(in, 0, xt::all()); };
+  for (char const* backend : {"sequential", "threads", "processes"}) {
+    std::vector<xt::xtensor<double, 2>> doubles;
+    std::vector<xt::xtensor<float, 2>> floats;
+    for (auto mode : {xjob::streaming_stores::off, xjob::streaming_stores::on, xjob::streaming_stores::automatic}) {
+      xjob::parallel par({.n_jobs = 2, .backend = backend, .chunk_size = 97, .streaming = mode});
+      INFO(backend << " mode " << static_cast<int>(mode));
+      auto y = par.map_chunks(x, f);
+      doubles.push_back(y.view<2>());
+      doubles.push_back(par.map_chunks(x, twice).view<2>());
+      doubles.push_back(par.map_chunks(x, broadcast).view<2>());
+      // Into a caller's output at an odd offset from any alignment.
+      std::vector<double> storage(x.size() + 1);
+      auto shifted = xt::adapt(storage.data() + 1, x.size(), xt::no_ownership(), std::array<std::size_t, 2>{4099, 7});
+      par.map_chunks(x, f, shifted);
+      doubles.push_back(shifted);
+      floats.push_back(par.map_chunks(xf, g).view<2>());
+    }
+    for (std::size_t i = 4; i < doubles.size(); ++i) {
+      INFO("result " << i % 4 << " of mode " << i / 4);
+      REQUIRE(std::memcmp(doubles[i].data(), doubles[i % 4].data(), doubles[i].size() * sizeof(double)) == 0);
+    }
+    REQUIRE(std::memcmp(floats[1].data(), floats[0].data(), floats[0].size() * sizeof(float)) == 0);
+    REQUIRE(std::memcmp(floats[2].data(), floats[0].data(), floats[0].size() * sizeof(float)) == 0);
+    REQUIRE((doubles[1] == x * 2.0));
+  }
+}
+
+TEST_CASE("streaming stores take exactly the assignments xtensor makes linear with SIMD") {
+  std::vector<double> storage(1001, -1.0);
+  std::vector<double> source(1000);
+  for (std::size_t i = 0; i < source.size(); ++i) source[i] = static_cast<double>(i);
+  auto const in = xt::adapt(static_cast<double const*>(source.data()), 1000, xt::no_ownership(),
+                            std::array<std::size_t, 2>{100, 10});
+  // One element past any register alignment, so head, body and tail all run.
+  auto out = xt::adapt(storage.data() + 1, 1000, xt::no_ownership(), std::array<std::size_t, 2>{100, 10});
+  bool const streams = XJOB_HAS_STREAMING_STORES != 0;
+  REQUIRE(xjob::detail::stream_assign(out, xt::sqrt(in) * 2.0 + 1.0) == streams);
+  xjob::detail::fence_streaming_stores();
+  if (streams) {
+    REQUIRE(storage[0] == -1.0);
+    REQUIRE((out == xt::sqrt(in) * 2.0 + 1.0));
+  }
+  // Not linear: a broadcast row, a transposed operand, integers.
+  REQUIRE_FALSE(xjob::detail::stream_assign(out, in + xt::view(in, 0, xt::all())));
+  REQUIRE_FALSE(xjob::detail::stream_assign(out, in + xt::transpose(xt::reshape_view(in, {10, 100}))));
+  std::vector<int> ints(1000);
+  auto int_out = xt::adapt(ints.data(), 1000, xt::no_ownership(), std::array<std::size_t, 2>{100, 10});
+  REQUIRE_FALSE(xjob::detail::stream_assign(int_out, xt::cast<int>(in)));
+}

@@ -8,6 +8,7 @@
 #include "test_support.hpp"
 #include <xjob/cpu_count.hpp>
 #include <xjob/errors.hpp>
+#include <xjob/parallel.hpp>
 
 namespace {
 // Sets an environment variable for one test section.
@@ -105,4 +106,16 @@ TEST_CASE("an unknown XJOB_BACKEND is an error") {
 TEST_CASE("cpu_count is positive and at most the hardware's") {
   REQUIRE(xjob::cpu_count() >= 1);
   REQUIRE(xjob::cpu_count() <= static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+}
+
+TEST_CASE("XJOB_STREAMING_STORES forces the choice, and a bad value names itself") {
+  REQUIRE(xjob::resolve_options({}).streaming == xjob::streaming_stores::automatic);
+  {
+    scoped_env forced("XJOB_STREAMING_STORES", "on");
+    REQUIRE(xjob::resolve_options({.streaming = xjob::streaming_stores::off}).streaming ==
+            xjob::streaming_stores::on);
+  }
+  scoped_env bad("XJOB_STREAMING_STORES", "sometimes");
+  XJOB_REQUIRE_THROWS_WITH_TEXT(xjob::parallel(2), xjob::invalid_argument,
+                                "XJOB_STREAMING_STORES must be auto, on or off, got 'sometimes'");
 }

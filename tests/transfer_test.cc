@@ -1,14 +1,21 @@
 // Which results can leave a worker process, and the codec that carries them:
 // raw bytes for trivially copyable types, cereal for the rest, and a clear
 // error for bytes that do not hold what they should.
+//
+// Compiled twice: as transfer_test under -std=c++20, and as transfer_gnu_test
+// under -std=gnu++20 (CMake's default for CMAKE_CXX_STANDARD 20), where GCC
+// counts __int128 as arithmetic and cereal serialises it itself.
 #include <xjob/transfer.hpp>
 
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <ranges>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -17,7 +24,16 @@
 #include "test_support.hpp"
 #include <xjob/detail/result_codec.hpp>
 #include <xjob/errors.hpp>
+#include <xjob/parallel.hpp>
 #include <xjob/transfer_xtensor.hpp>
+
+// The mode this copy of the file was built in is the one its target names:
+// the target's -std=gnu++20 must come after .bazelrc's --cxxopt=-std=c++20.
+#if defined(XJOB_TEST_GNU_MODE)
+static_assert(std::is_arithmetic_v<__int128>, "transfer_gnu_test must be compiled with -std=gnu++20");
+#else
+static_assert(!std::is_arithmetic_v<__int128>, "transfer_test must be compiled with -std=c++20");
+#endif
 
 namespace {
 
@@ -49,6 +65,20 @@ struct serialisable_without_default {
 struct handle {
   std::mutex guard;
 };
+
+using u128 = unsigned __int128;
+using i128 = __int128;
+
+// A 128-bit value as its two 64-bit halves (high, low): comparable and
+// printable by Catch in both modes.
+std::pair<std::uint64_t, std::uint64_t> halves(u128 value) {
+  return {static_cast<std::uint64_t>(value >> 64), static_cast<std::uint64_t>(value)};
+}
+std::pair<std::uint64_t, std::uint64_t> halves(i128 value) { return halves(static_cast<u128>(value)); }
+
+// Values well above 2^64, different in both halves for each i.
+u128 big_unsigned(int i) { return (u128{0x0123456789abcdefULL} << 64 | 0xfedcba9876543210ULL) * static_cast<u128>(i + 1); }
+i128 big_negative(int i) { return -(i128{1} << 100) - static_cast<i128>(i) * (i128{1} << 70) - i; }
 
 template <class R, class Slot = R>
 std::vector<Slot> round_trip(std::vector<Slot> const& from, std::size_t begin, std::size_t end) {
@@ -132,4 +162,34 @@ TEST_CASE("a result declared in_process_only is refused when it would have to tr
   REQUIRE_THAT(codec.stays_in_process(), Catch::Contains("declared xjob::in_process_only"));
   std::string bytes;
   REQUIRE_THROWS_AS(codec.save(0, 1, bytes), xjob::error);
+}
+
+TEST_CASE("128-bit integers come back from worker processes exactly") {
+  xjob::parallel par({.n_jobs = 2, .backend = "processes"});
+  REQUIRE(par.runs_out_of_process());
+  auto const pairs =
+      par.map([](int i) { return std::pair<int, unsigned __int128>{i, big_unsigned(i)}; }, std::views::iota(0, 9));
+  REQUIRE(pairs.size() == 9);
+  for (int i = 0; i < 9; ++i) {
+    REQUIRE(pairs[i].first == i);
+    REQUIRE(halves(pairs[i].second) == halves(big_unsigned(i)));
+  }
+  REQUIRE(pairs[8].second > u128{1} << 64);
+
+  auto const values = par.map([](int i) { return big_negative(i); }, std::views::iota(0, 9));
+  REQUIRE(values.size() == 9);
+  for (int i = 0; i < 9; ++i) REQUIRE(halves(values[i]) == halves(big_negative(i)));
+
+  // The extremes, and a container of them (through cereal in both modes).
+  auto const extremes = par.map(
+      [](int i) {
+        u128 const all_ones = ~u128{0};
+        return std::vector<i128>{static_cast<i128>(all_ones >> 1), -static_cast<i128>(all_ones >> 1) - 1,
+                                 static_cast<i128>(i)};
+      },
+      std::views::iota(0, 4));
+  REQUIRE(extremes.size() == 4);
+  REQUIRE(halves(extremes[3][0]) == std::pair<std::uint64_t, std::uint64_t>{0x7fffffffffffffffULL, ~0ULL});
+  REQUIRE(halves(extremes[3][1]) == std::pair<std::uint64_t, std::uint64_t>{0x8000000000000000ULL, 0});
+  REQUIRE(halves(extremes[3][2]) == halves(i128{3}));
 }

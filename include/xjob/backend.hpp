@@ -4,6 +4,8 @@
 // task_arena of n_jobs) and "processes" (forked worker processes).
 #pragma once
 
+#include <xjob/detail/config.hpp>
+
 #include <chrono>
 #include <functional>
 #include <memory>

@@ -5,6 +5,8 @@
 // worker loops run.
 #pragma once
 
+#include <xjob/detail/config.hpp>
+
 #include <atomic>
 #include <chrono>
 #include <cstddef>

@@ -4,6 +4,8 @@
 // extent exactly once.
 #pragma once
 
+#include <xjob/detail/config.hpp>
+
 #include <cstddef>
 #include <optional>
 #include <span>

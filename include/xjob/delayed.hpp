@@ -3,6 +3,8 @@
 // parallel object invokes it.
 #pragma once
 
+#include <xjob/detail/config.hpp>
+
 #include <functional>
 #include <tuple>
 #include <type_traits>

@@ -3,6 +3,8 @@
 // (mapping memory, creating threads) are std::system_error instead, as in std.
 #pragma once
 
+#include <xjob/detail/config.hpp>
+
 #include <chrono>
 #include <cstddef>
 #include <exception>

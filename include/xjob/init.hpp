@@ -8,6 +8,8 @@
 //   }
 #pragma once
 
+#include <xjob/detail/config.hpp>
+
 namespace xjob {
 
 // Call once, first thing in main, before any thread starts. Throws

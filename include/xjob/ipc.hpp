@@ -9,6 +9,8 @@
 //   auto [a, b] = xjob::ipc::make_pipe<int>();
 #pragma once
 
+#include <xjob/detail/config.hpp>
+
 #include <xjob/ipc/lock.hpp>
 #include <xjob/ipc/pipe.hpp>
 #include <xjob/ipc/queue.hpp>

@@ -3,18 +3,28 @@
 // output. parallel.hpp declares the calls; this header builds them (it is the
 // part of the front end that parses xtensor). Included by <xjob/xjob.hpp>.
 //
-// What f is given: `in`, a read-only chunk, and `out`, the matching chunk of
-// the output, both xtensor expressions with the arrays' rank. Row-major
-// arrays cut along axis 0 give f adaptors over the arrays' own memory (no
-// copy; `out = e` assigns without a temporary when out does not overlap the
-// input); other axes or strided arrays give f dense copies of each chunk,
-// written back after f returns.
+// What f is given: `in`, the read-only input chunk, as an
+// `xjob::chunk_view<T const, N> const&`, and `out`, the matching output
+// chunk, bound to an `xjob::chunk_view<U, M>&`: xtensor adaptors with the
+// arrays' ranks: N for an xt::xtensor<T, N>, xjob::dynamic_rank for an
+// xt::xarray or a shared_array; the new output of map_chunks(x, f) has x's.
+// Row-major arrays cut along axis 0 give adaptors over the arrays' own memory
+// (no copy; `out = e` assigns without a temporary when out does not overlap
+// the input); other axes or strided arrays give adaptors over dense copies of
+// each chunk, written back after f returns. Copies of a chunk view share its
+// memory, so f may take `out` by value too. f is checked first: one that
+// cannot be called so is one compile-time error that names the chunk types.
 //   #include <xjob/map_chunks.hpp>
 //   auto y = par.map_chunks(x, [](auto const& in, auto&& out) { out = xt::sqrt(in) * 2.0 + 1.0; });
 //   par.map_chunks(x, [](auto const& in, auto&& out) { out = xt::sum(in, {1}); }, sums);
 #pragma once
 
+#include <xjob/detail/config.hpp>
+
 #include <algorithm>
+#include <array>
+#include <cstdint>
+#include <optional>
 #include <concepts>
 #include <cstddef>
 #include <span>
@@ -23,12 +33,28 @@
 #include <vector>
 
 #include <xjob/chunking.hpp>
+#include <xjob/cpu_count.hpp>
 #include <xjob/detail/chunk_views.hpp>
 #include <xjob/detail/task_runner.hpp>
 #include <xjob/parallel.hpp>
 #include <xjob/shared_array.hpp>
 #include <xjob/shared_array_view.hpp>
 #include <xjob/transfer_xtensor.hpp>
+
+namespace xjob {
+
+// The rank of a chunk of an xt::xarray or a shared_array, known at run time.
+inline constexpr std::size_t dynamic_rank = SIZE_MAX;
+
+// The type of the chunks map_chunks gives f: an xtensor adaptor of rank N
+// over T* (T const* for the input), not owning its memory; copies share it.
+//   par.map_chunks(x, [](xjob::chunk_view<double const, 2> const& in, xjob::chunk_view<double, 2>& out) {
+//     out = 2.0 * in; });
+template <class T, std::size_t N = dynamic_rank>
+using chunk_view = detail::chunk_adaptor_t<
+    T, std::conditional_t<N == dynamic_rank, xt::dynamic_shape<std::size_t>, std::array<std::size_t, N>>>;
+
+}  // namespace xjob
 
 namespace xjob::detail {
 
@@ -61,29 +87,103 @@ struct parallel_access {
   }
 };
 
-// One task per chunk: f(in, out) on the chunk, then the output chunk is put
-// back (a no-op for chunks that are views of the output's memory). `wrap`
-// turns the output chunk into what f gets (see output_chunk).
+// One task per chunk: f(in, out) on views of the chunk, then the output
+// chunk is put back (a no-op for chunks of the output's own memory). `wrap`
+// turns the output view into what f gets (see output_chunk).
 template <class Ins, class Outs, class F, class Wrap>
-void run_chunks(parallel const& par, chunk_plan const& plan, Ins& ins, Outs& outs, F const& f, Wrap wrap) {
+void run_chunks(parallel const& par, chunk_plan const& plan, Ins& ins, Outs& outs, F const& f, Wrap wrap,
+                bool streaming = false) {
   task_loop loop([&](std::size_t i) {
     chunk const c = plan[i];
-    auto const in_chunk = ins.take(c.begin, c.end);
-    auto out_chunk = wrap(outs.take(c.begin, c.end));
+    auto in_held = ins.take(c.begin, c.end);
+    auto out_held = outs.take(c.begin, c.end);
+    auto const in_chunk = ins.view(in_held);
+    auto out_chunk = wrap(outs.view(out_held));
     f(in_chunk, out_chunk);
-    outs.put(c.begin, out_chunk);
+    // Before the chunk counts as done (a copy of out_chunk that f made may
+    // have streamed too, so whether this one did tells nothing).
+    if (streaming) fence_streaming_stores();
+    outs.put(c.begin, out_held);
   });
   parallel_access::run(par, loop, plan.size());
+}
+
+// Checked before anything is instantiated with f, so that a callable of the
+// wrong shape gives this one error, with the chunk types in its "with" line,
+// instead of pages of xtensor's.
+template <class F, class InChunk, class OutChunk>
+constexpr bool chunk_callable = std::invocable<F const&, InChunk const&, OutChunk&> &&
+                                std::invocable<F const&, InChunk const&, output_chunk<OutChunk>&>;
+
+template <class F, class InChunk, class OutChunk>
+void refuse_chunk_callable() {
+  static_assert(chunk_callable<F, InChunk, OutChunk>,
+                "xjob: map_chunks calls f(in, out) with `in` an xjob::chunk_view<T const, N> const& (a read-only "
+                "xtensor adaptor of the input chunk) and `out` an xjob::chunk_view<U, M>& (a writable xtensor "
+                "adaptor of the output chunk; InChunk and OutChunk below are their exact types), and f cannot be "
+                "called so. Write f as [](auto const& in, auto&& out) { out = ...; }, or take those types "
+                "(an xt::xtensor<T, N>& parameter cannot bind to a chunk).");
+}
+
+// Whether a call writing `output_bytes` of contiguous output, none of it
+// overlapping the input, uses streaming stores (see streaming_store.hpp):
+// nullopt for ordinary stores, else whether it learns to stop (automatic).
+// Automatic streams an output at least as large as the last-level cache:
+// a smaller one may still be in the cache when it is next read, and
+// streaming would evict it.
+template <class OutElement>
+[[nodiscard]] std::optional<bool> streaming_for(parallel const& par, std::size_t output_bytes) {
+  if constexpr (!streamable_element<std::remove_const_t<OutElement>>) {
+    return std::nullopt;
+  } else {
+    switch (par.options().streaming.value_or(streaming_stores::automatic)) {
+      case streaming_stores::on:
+        return false;
+      case streaming_stores::off:
+        return std::nullopt;
+      case streaming_stores::automatic:
+        break;
+    }
+    if (output_bytes < last_level_cache_bytes()) return std::nullopt;
+    return true;
+  }
+}
+
+// Cuts `in` and `out` into the chunks of `plan` and runs f on each pair.
+template <class In, class F, class Out, class InElement, class OutElement>
+void run_chunk_plan(parallel const& par, chunk_plan const& plan, In const& in, F const& f, Out&& out,
+                    InElement* in_first, OutElement* out_first, std::size_t axis, bool clear_output) {
+  auto const& in_shape = in.shape();
+  auto const& out_shape = out.shape();
+  auto as_is = [](auto&& chunk) { return std::move(chunk); };
+  auto no_alias = [](auto&& chunk) { return output_chunk(std::move(chunk)); };
+  if (axis == 0 && is_row_major_contiguous(in) && is_row_major_contiguous(out)) {
+    contiguous_slabs<InElement, chunk_shape_t<In>> ins(in_first, in_shape, false);
+    contiguous_slabs<OutElement, chunk_shape_t<Out>> outs(out_first, out_shape, clear_output);
+    if (overlaps(in_first, in.size(), out_first, out.size())) {
+      run_chunks(par, plan, ins, outs, f, as_is);
+    } else if (std::optional<bool> learn = streaming_for<OutElement>(par, out.size() * sizeof(OutElement))) {
+      streaming_state streaming;
+      streaming.learn = *learn;
+      run_chunks(
+          par, plan, ins, outs, f, [&streaming](auto&& chunk) { return output_chunk(std::move(chunk), &streaming); },
+          true);
+    } else {
+      run_chunks(par, plan, ins, outs, f, no_alias);
+    }
+  } else {
+    // f's chunks are copies here, which never overlap each other.
+    using in_value = std::remove_const_t<InElement>;
+    if (clear_output) std::fill(out.begin(), out.end(), OutElement{});
+    copied_slabs<in_value const, dense_chunk_t<In, in_value>> ins(in_first, in_shape, in.strides(), axis);
+    copied_slabs<OutElement, dense_chunk_t<Out, OutElement>> outs(out_first, out_shape, out.strides(), axis);
+    run_chunks(par, plan, ins, outs, f, no_alias);
+  }
 }
 
 template <class In, class F, class Out>
 void map_chunks_into(parallel const& par, In const& in, F const& f, Out&& out, chunking const& how,
                      bool clear_output) {
-  auto const& in_shape = in.shape();
-  auto const& out_shape = out.shape();
-  std::vector<std::size_t> const input_shape(in_shape.begin(), in_shape.end());
-  std::vector<std::size_t> const output_shape(out_shape.begin(), out_shape.end());
-  parallel_access::check_chunk_shapes(input_shape, output_shape, how.axis);
   static_assert(has_strided_data<std::remove_reference_t<In> const> && has_strided_data<std::remove_reference_t<Out>>,
                 "map_chunks needs arrays with memory (an xtensor container, adaptor or strided view, or a "
                 "shared_array); evaluate a lazy expression into a container first");
@@ -91,27 +191,20 @@ void map_chunks_into(parallel const& par, In const& in, F const& f, Out&& out, c
   auto* out_first = first_element(out);
   using in_element_type = std::remove_pointer_t<decltype(in_first)>;
   using out_element_type = std::remove_pointer_t<decltype(out_first)>;
-  chunk_plan const plan(input_shape[how.axis], parallel_access::chunk_extent_for(par, input_shape, how.axis,
-                                                                                 sizeof(in_element_type), how));
-  if (plan.size() == 0) return;
-
-  auto as_is = [](auto&& chunk) { return std::move(chunk); };
-
-  if (how.axis == 0 && is_row_major_contiguous(in) && is_row_major_contiguous(out)) {
-    contiguous_slabs<in_element_type, chunk_shape_t<In>> ins(in_first, in_shape, false);
-    contiguous_slabs<out_element_type, chunk_shape_t<Out>> outs(out_first, out_shape, clear_output);
-    if (overlaps(in_first, in.size(), out_first, out.size())) {
-      run_chunks(par, plan, ins, outs, f, as_is);
-    } else {
-      run_chunks(par, plan, ins, outs, f, [](auto&& chunk) { return output_chunk(std::move(chunk)); });
-    }
+  using in_chunk = chunk_adaptor_t<in_element_type, chunk_shape_t<In>>;
+  using out_chunk = chunk_adaptor_t<out_element_type, chunk_shape_t<Out>>;
+  if constexpr (!chunk_callable<F, in_chunk, out_chunk>) {
+    refuse_chunk_callable<F, in_chunk, out_chunk>();
   } else {
-    using in_value = std::remove_const_t<in_element_type>;
-    if (clear_output) std::fill(out.begin(), out.end(), out_element_type{});
-    copied_slabs<in_value const, dense_chunk_t<In, in_value>> ins(in_first, in_shape, in.strides(), how.axis);
-    copied_slabs<out_element_type, dense_chunk_t<Out, out_element_type>> outs(out_first, out_shape, out.strides(),
-                                                                            how.axis);
-    run_chunks(par, plan, ins, outs, f, as_is);
+    auto const& in_shape = in.shape();
+    auto const& out_shape = out.shape();
+    std::vector<std::size_t> const input_shape(in_shape.begin(), in_shape.end());
+    std::vector<std::size_t> const output_shape(out_shape.begin(), out_shape.end());
+    parallel_access::check_chunk_shapes(input_shape, output_shape, how.axis);
+    chunk_plan const plan(input_shape[how.axis], parallel_access::chunk_extent_for(par, input_shape, how.axis,
+                                                                                   sizeof(in_element_type), how));
+    if (plan.size() == 0) return;
+    run_chunk_plan(par, plan, in, f, std::forward<Out>(out), in_first, out_first, how.axis, clear_output);
   }
 }
 
@@ -125,7 +218,13 @@ template <class Input, class F>
   auto const& in_shape = in.shape();
   shared_array<T> output(std::vector<std::size_t>(in_shape.begin(), in_shape.end()), uninitialized);
   bool const stale = shared_array_access::holds_stale_data(output);
-  map_chunks_into(par, in, f, output.view(), how, stale);
+  // The new output's chunks have the input's rank, fixed where it is.
+  constexpr std::size_t rank = xt::get_rank<std::remove_cvref_t<decltype(in)>>::value;
+  if constexpr (rank == dynamic_rank) {
+    map_chunks_into(par, in, f, output.view(), how, stale);
+  } else {
+    map_chunks_into(par, in, f, output.template view<rank>(), how, stale);
+  }
   return output;
 }
 

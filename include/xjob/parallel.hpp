@@ -3,6 +3,8 @@
 // chosen backend, and returns the results in input order (or as a stream).
 #pragma once
 
+#include <xjob/detail/config.hpp>
+
 #include <algorithm>
 #include <concepts>
 #include <cstddef>
@@ -56,11 +58,15 @@ using stored_result_t = std::remove_cvref_t<R>;
 // (parallel_options, parallel_config, XJOB_BACKEND), so every result type
 // must be able to come back from one.
 template <class R>
+inline constexpr bool result_allowed = transferable<R> || in_process_only<R>;
+
+template <class R>
 constexpr void require_transferable() {
-  static_assert(transferable<R> || in_process_only<R>,
+  static_assert(result_allowed<R>,
                 "xjob: this task's result type cannot come back from a worker process, and any parallel call may "
                 "run in worker processes (backend \"processes\", chosen at run time). Return a trivially copyable "
-                "type, a std::string/std::vector/std::map/xtensor container of such values, or give the type a "
+                "type, a std::string/std::vector/std::map of such values, an xtensor container (with "
+                "#include <xjob/transfer_xtensor.hpp>, or <xjob/xjob.hpp>), or give the type a "
                 "default constructor and a cereal serialize(Archive&) member (see xjob/transfer.hpp). For a type "
                 "that must never leave the caller's process, declare "
                 "`template <> inline constexpr bool xjob::in_process_only<T> = true;`.");
@@ -207,8 +213,12 @@ class parallel {
     if constexpr (std::is_void_v<Result>) {
       detail::task_loop loop([&compute](std::size_t i) { compute(i); });
       run(loop, count);
-    } else if constexpr (std::is_default_constructible_v<R> && !std::is_same_v<R, bool>) {
+    } else if constexpr (!detail::result_allowed<R>) {
+      // xjob's message is the only error: the result codec is not
+      // instantiated, as cereal would add static_asserts of its own.
       detail::require_transferable<R>();
+      return std::vector<R>();
+    } else if constexpr (std::is_default_constructible_v<R> && !std::is_same_v<R, bool>) {
       std::vector<R> results(count);
       R* out = results.data();
       detail::task_loop loop([&compute, out](std::size_t i) { out[i] = compute(i); },
@@ -218,7 +228,6 @@ class parallel {
     } else {
       // vector<bool> packs bits (concurrent writes would race) and other
       // types cannot be default-constructed: fill optional slots first.
-      detail::require_transferable<R>();
       std::vector<std::optional<R>> slots(count);
       detail::task_loop loop([&compute, &slots](std::size_t i) { slots[i].emplace(compute(i)); },
                              detail::result_codec<R, std::optional<R>>(slots.data()));
@@ -234,7 +243,22 @@ class parallel {
   auto stream(std::size_t count, Compute compute, std::shared_ptr<void> inputs) const {
     using R = detail::stored_result_t<Result>;
     static_assert(!std::is_void_v<Result>, "a stream of results needs tasks that return a value");
-    detail::require_transferable<R>();
+    if constexpr (!detail::result_allowed<R>) {
+      // The only error is xjob's (see run_indexed).
+      detail::require_transferable<R>();
+      if constexpr (std::same_as<ReturnAs, return_as_generator_t>) {
+        return ordered_results<R>(nullptr);
+      } else {
+        return unordered_results<R>(nullptr);
+      }
+    } else {
+      return start_stream<R, ReturnAs>(count, std::move(compute), std::move(inputs));
+    }
+  }
+
+  // stream's work once R is known to be allowed.
+  template <class R, class ReturnAs, class Compute>
+  auto start_stream(std::size_t count, Compute compute, std::shared_ptr<void> inputs) const {
     auto state = std::make_unique<detail::stream_state<R>>(count);
     auto* slots = state->slots().data();
     using loop_type =

@@ -6,8 +6,12 @@
 //   2. the innermost parallel_config alive on the constructing thread;
 //   3. the environment: XJOB_N_JOBS, XJOB_BACKEND (read when a parallel
 //      object is made);
-//   4. the defaults: n_jobs = 1, backend = "threads".
+//   4. the defaults: n_jobs = 1, backend = "threads", streaming = automatic.
+// XJOB_STREAMING_STORES (auto, on, off) is the exception: it overrides every
+// other setting of `streaming`, to force a choice for experiments.
 #pragma once
+
+#include <xjob/detail/config.hpp>
 
 #include <xjob/parallel_options.hpp>
 

@@ -4,6 +4,8 @@
 // (XJOB_N_JOBS, XJOB_BACKEND), then the defaults below.
 #pragma once
 
+#include <xjob/detail/config.hpp>
+
 #include <chrono>
 #include <cstddef>
 #include <functional>
@@ -18,6 +20,16 @@ struct progress {
   std::size_t total = 0;  // tasks in the call
   std::chrono::duration<double> elapsed{};
   std::chrono::duration<double> remaining{};  // estimate from the rate so far
+};
+
+// How map_chunks writes its output chunks. Streaming (non-temporal) stores
+// write a cache line without first reading it, which saves a third of the
+// memory traffic of y = f(x) over arrays larger than the cache, but leave
+// nothing in the cache for whoever reads the output next.
+enum class streaming_stores {
+  automatic,  // where it pays: the output is at least as large as the last-level cache
+  on,         // wherever the assignment allows (contiguous float/double output, no overlap)
+  off,        // ordinary stores
 };
 
 // Options of a parallel object; designated initialisers name what differs.
@@ -47,6 +59,11 @@ struct parallel_options {
   // What automatic batching aims for: long enough to hide the cost of taking
   // a batch, short enough to balance the load.
   std::chrono::microseconds target_batch_duration = std::chrono::microseconds(200);
+  // Streaming stores for map_chunks' output chunks (see streaming_stores).
+  // Unset: the configured one, else automatic. The environment variable
+  // XJOB_STREAMING_STORES (auto, on, off) overrides this for experiments.
+  // Results are bit for bit the same either way.
+  std::optional<xjob::streaming_stores> streaming = std::nullopt;
 
   // Backends that run tasks in worker processes ("processes") only; others
   // refuse them with xjob::invalid_argument.

@@ -16,6 +16,8 @@
 // joined kills it (SIGKILL) and reaps it, so no path leaves a zombie.
 #pragma once
 
+#include <xjob/detail/config.hpp>
+
 #include <sys/types.h>
 
 #include <chrono>
@@ -74,14 +76,20 @@ void run_process_call(void const* function, std::string_view args, std::string& 
 template <class F, class... Args>
 [[nodiscard]] remote_call make_process_call(F const& function, Args const&... args) {
   require_remote_callable<F>();
-  static_assert((transferable<std::decay_t<Args>> && ...),
+  constexpr bool arguments_travel = (transferable<std::decay_t<Args>> && ...);
+  static_assert(arguments_travel,
                 "xjob: every argument of an xjob::process started by forkserver or spawn is copied to the new "
                 "process, so it must be transferable (trivially copyable, or serialisable with cereal: see "
                 "xjob/transfer.hpp)");
   remote_call call;
-  call.thunk = locate_code(reinterpret_cast<void const*>(&run_process_call<std::decay_t<F>, std::decay_t<Args>...>));
-  call.function = function_address(function);
-  if constexpr (sizeof...(Args) > 0) encode_values(call.arguments, args...);
+  // Only after the checks passed: the thunk and the encoders would add
+  // errors of their own after xjob's message (see make_remote_call).
+  if constexpr (is_remote_callable_v<F> && arguments_travel) {
+    call.thunk =
+        locate_code(reinterpret_cast<void const*>(&run_process_call<std::decay_t<F>, std::decay_t<Args>...>));
+    call.function = function_address(function);
+    if constexpr (sizeof...(Args) > 0) encode_values(call.arguments, args...);
+  }
   return call;
 }
 

@@ -11,6 +11,8 @@
 // xjob::parallel({.backend = "processes"}), which forks at each call.
 #pragma once
 
+#include <xjob/detail/config.hpp>
+
 #include <algorithm>
 #include <chrono>
 #include <concepts>
@@ -458,26 +460,31 @@ class process_pool {
                     "xjob: the items of a process_pool map are copied to the workers, so they must be transferable "
                     "(trivially copyable, or serialisable with cereal: see xjob/transfer.hpp)");
       using R = detail::chunk_result_t<F, Item, Star>;
-      static_assert(std::is_void_v<R> || transferable<R>,
+      constexpr bool results_travel = std::is_void_v<R> || transferable<R>;
+      static_assert(results_travel,
                     "xjob: the results of a process_pool map are copied back, so they must be transferable");
       using chunk_value = std::conditional_t<std::is_void_v<R>, std::tuple<>, R>;
-      std::size_t const count = static_cast<std::size_t>(std::ranges::size(args));
-      if (chunksize == 0) {
-        std::size_t const per = 4 * worker_count_for_chunks();
-        chunksize = std::max<std::size_t>(1, (count + per - 1) / per);
-      }
-      auto const thunk = detail::locate_code(
-          reinterpret_cast<void const*>(&detail::run_remote_chunk<std::decay_t<F>, Item, Star>));
-      auto const function = detail::function_address(f);
       std::vector<pool_future<detail::chunk_results<chunk_value>>> chunks;
-      auto const first = std::ranges::begin(args);
-      for (std::size_t begin = 0; begin < count; begin += chunksize) {
-        std::size_t const size = std::min(chunksize, count - begin);
-        detail::remote_call call{thunk, function, {}};
-        auto const chunk_first = first + static_cast<std::ptrdiff_t>(begin);
-        detail::encode_chunk_arguments<Item>(
-            call.arguments, std::ranges::subrange(chunk_first, chunk_first + static_cast<std::ptrdiff_t>(size)));
-        chunks.emplace_back(enqueue(std::move(call), begin));
+      // After a failed check above, the worker's thunk and the encoders are
+      // not instantiated: they would add errors of their own after xjob's.
+      if constexpr (detail::is_remote_callable_v<F> && transferable<Item> && results_travel) {
+        std::size_t const count = static_cast<std::size_t>(std::ranges::size(args));
+        if (chunksize == 0) {
+          std::size_t const per = 4 * worker_count_for_chunks();
+          chunksize = std::max<std::size_t>(1, (count + per - 1) / per);
+        }
+        auto const thunk = detail::locate_code(
+            reinterpret_cast<void const*>(&detail::run_remote_chunk<std::decay_t<F>, Item, Star>));
+        auto const function = detail::function_address(f);
+        auto const first = std::ranges::begin(args);
+        for (std::size_t begin = 0; begin < count; begin += chunksize) {
+          std::size_t const size = std::min(chunksize, count - begin);
+          detail::remote_call call{thunk, function, {}};
+          auto const chunk_first = first + static_cast<std::ptrdiff_t>(begin);
+          detail::encode_chunk_arguments<Item>(
+              call.arguments, std::ranges::subrange(chunk_first, chunk_first + static_cast<std::ptrdiff_t>(size)));
+          chunks.emplace_back(enqueue(std::move(call), begin));
+        }
       }
       return chunks;
     }

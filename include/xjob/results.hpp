@@ -5,6 +5,8 @@
 // the tasks that have not started.
 #pragma once
 
+#include <xjob/detail/config.hpp>
+
 #include <condition_variable>
 #include <cstddef>
 #include <deque>

@@ -5,6 +5,8 @@
 // default, or backed by a .npy file that NumPy can open. Move-only.
 #pragma once
 
+#include <xjob/detail/config.hpp>
+
 #include <array>
 #include <cstddef>
 #include <cstring>

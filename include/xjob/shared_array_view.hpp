@@ -9,6 +9,8 @@
 //   auto v = a.view<2>();  v(2, 1) = 4.0;  double s = xt::sum(v)();
 #pragma once
 
+#include <xjob/detail/config.hpp>
+
 #include <algorithm>
 #include <array>
 #include <cstddef>

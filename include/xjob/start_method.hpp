@@ -11,6 +11,8 @@
 //               inherited); needs xjob::init(argc, argv)
 #pragma once
 
+#include <xjob/detail/config.hpp>
+
 #include <string_view>
 
 namespace xjob {

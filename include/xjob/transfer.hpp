@@ -8,6 +8,8 @@
 // them.
 #pragma once
 
+#include <xjob/detail/config.hpp>
+
 #include <cstddef>
 #include <cstdint>
 #include <type_traits>

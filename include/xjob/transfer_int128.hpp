@@ -6,6 +6,8 @@
 //   // a std::pair<int, unsigned __int128> result travels too
 #pragma once
 
+#include <xjob/detail/config.hpp>
+
 #include <type_traits>
 
 #include <cereal/cereal.hpp>

@@ -8,6 +8,8 @@
 //       .map([](int i) { return xt::xtensor<double, 1>{double(i), 2.0 * i}; }, std::views::iota(0, 4));
 #pragma once
 
+#include <xjob/detail/config.hpp>
+
 #include <array>
 #include <cstddef>
 #include <cstdint>

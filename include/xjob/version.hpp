@@ -5,6 +5,8 @@
 //   std::printf("xjob %s\n", XJOB_VERSION_STRING);
 #pragma once
 
+#include <xjob/detail/config.hpp>
+
 #define XJOB_VERSION_MAJOR 0
 #define XJOB_VERSION_MINOR 2
 #define XJOB_VERSION_PATCH 0

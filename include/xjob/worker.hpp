@@ -3,6 +3,8 @@
 // xjob::process's), whatever the start method; unset in the program itself.
 #pragma once
 
+#include <xjob/detail/config.hpp>
+
 #include <optional>
 
 namespace xjob {

@@ -3,6 +3,8 @@
 //   auto squares = xjob::parallel(2).map([](int i) { return i * i; }, std::views::iota(0, 20));
 #pragma once
 
+#include <xjob/detail/config.hpp>
+
 #include <xjob/backend.hpp>
 #include <xjob/batch_call.hpp>
 #include <xjob/chunking.hpp>

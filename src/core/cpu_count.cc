@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstddef>
 #include <fstream>
 #include <string>
 #include <thread>
@@ -31,6 +32,26 @@ std::atomic<int> worker_share{0};
 namespace detail {
 void limit_cpu_count_to_worker_share(int cpus) noexcept { worker_share.store(cpus, std::memory_order_relaxed); }
 }  // namespace detail
+
+std::size_t last_level_cache_bytes() noexcept {
+  static std::size_t const bytes = [] {
+    std::size_t largest = 0;
+    // index0..: L1d, L1i, L2, L3 as the kernel lists them; sizes like "48K".
+    for (int index = 0; index < 8; ++index) {
+      std::ifstream file("/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(index) + "/size");
+      std::size_t value = 0;
+      char unit = '\0';
+      if (!(file >> value)) continue;
+      file >> unit;
+      if (unit == 'K') value <<= 10;
+      if (unit == 'M') value <<= 20;
+      if (unit == 'G') value <<= 30;
+      largest = std::max(largest, value);
+    }
+    return largest > 0 ? largest : std::size_t{32} << 20;
+  }();
+  return bytes;
+}
 
 int cpu_count() noexcept {
   int count = 0;

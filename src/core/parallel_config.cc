@@ -3,6 +3,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <string>
+#include <string_view>
 
 #include <fmt/format.h>
 
@@ -18,6 +19,17 @@ thread_local parallel_config const* innermost_config = nullptr;
 
 constexpr int default_n_jobs = 1;
 constexpr char const* default_backend = "threads";
+
+// XJOB_STREAMING_STORES forces the choice for every call, for experiments.
+std::optional<streaming_stores> streaming_from_environment() {
+  char const* text = std::getenv("XJOB_STREAMING_STORES");
+  if (text == nullptr) return std::nullopt;
+  std::string_view const value = text;
+  if (value == "auto") return streaming_stores::automatic;
+  if (value == "on") return streaming_stores::on;
+  if (value == "off") return streaming_stores::off;
+  throw invalid_argument(fmt::format("XJOB_STREAMING_STORES must be auto, on or off, got '{}'", value));
+}
 
 std::optional<int> n_jobs_from_environment() {
   char const* text = std::getenv("XJOB_N_JOBS");
@@ -68,7 +80,10 @@ parallel_options resolve_options(parallel_options const& given) {
     if (!resolved.retries) resolved.retries = d.retries;
     if (!resolved.task_timeout) resolved.task_timeout = d.task_timeout;
     if (!resolved.call_timeout) resolved.call_timeout = d.call_timeout;
+    if (!resolved.streaming) resolved.streaming = d.streaming;
   }
+  if (std::optional<streaming_stores> forced = streaming_from_environment()) resolved.streaming = forced;
+  if (!resolved.streaming) resolved.streaming = streaming_stores::automatic;
   if (!resolved.n_jobs) resolved.n_jobs = n_jobs_from_environment();
   if (resolved.backend.empty())
     if (char const* name = std::getenv("XJOB_BACKEND"); name != nullptr) resolved.backend = name;

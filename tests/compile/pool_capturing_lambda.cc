@@ -1,5 +1,6 @@
 // Must not compile: a lambda with captures submitted to a process_pool, whose
-// workers started before the lambda was made (see process_compile_test.sh).
+// workers started before the lambda was made (see process_compile_test in
+// tests/BUILD).
 #include <xjob/process_pool.hpp>
 
 int main() {

@@ -1,5 +1,5 @@
 // Must not compile: a lambda with captures for a process that a start method
-// other than fork may start (see process_compile_test.sh).
+// other than fork may start (see process_compile_test in tests/BUILD).
 #include <xjob/process.hpp>
 
 int main() {

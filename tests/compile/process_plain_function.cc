@@ -1,4 +1,4 @@
-// Must compile: the control case of process_compile_test.sh, with the same
+// Must compile: the control case of process_compile_test (tests/BUILD), with the same
 // headers and flags. A plain function and a captureless lambda with
 // transferable arguments, for every start method; any closure with fork;
 // the same functions for a process_pool.

@@ -1,4 +1,4 @@
-// Must compile: the control case of transfer_compile_test.sh, with the same
+// Must compile: the control case of transfer_compile_test (tests/BUILD), with the same
 // headers and flags.
 #include <map>
 #include <ranges>

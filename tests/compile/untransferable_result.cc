@@ -1,5 +1,5 @@
 // Must not compile: a task result that cannot come back from a worker
-// process (see transfer_compile_test.sh).
+// process (see transfer_compile_test in tests/BUILD).
 #include <functional>
 #include <ranges>
 

@@ -1,7 +1,9 @@
-// The two ways map_chunks hands a chunk to the user's function. A row-major
-// contiguous array cut along axis 0 gives contiguous slabs: they become
-// xtensor adaptors over raw memory, the fastest thing xtensor can assign to
-// (linear, SIMD). Anything else becomes an xt::strided_view per chunk.
+// The two ways map_chunks cuts an array into chunks. A row-major contiguous
+// array cut along axis 0 gives contiguous slabs of its own memory; anything
+// else gives dense copies of each chunk, written back afterwards. Either way
+// the user's function sees an xtensor adaptor over raw memory (chunk_view),
+// the fastest thing xtensor can assign to (linear, SIMD), and one whose
+// copies share that memory, so a chunk taken by value still writes through.
 #pragma once
 
 #include <array>
@@ -19,6 +21,7 @@
 #include <xtensor/xutils.hpp>
 
 #include <xjob/detail/fork_shared.hpp>
+#include <xjob/detail/streaming_store.hpp>
 
 namespace xjob::detail {
 
@@ -63,6 +66,12 @@ using chunk_shape_t = std::conditional_t<xt::get_rank<std::decay_t<E>>::value ==
                                          xt::dynamic_shape<std::size_t>,
                                          std::array<std::size_t, xt::get_rank<std::decay_t<E>>::value>>;
 
+// What f's chunks are: an xtensor adaptor over Element* (Element const* for
+// inputs) with Shape, not owning its memory.
+template <class Element, class Shape>
+using chunk_adaptor_t =
+    decltype(xt::adapt(std::declval<Element*>(), std::size_t{}, xt::no_ownership(), std::declval<Shape const&>()));
+
 // Slabs [begin, end) along axis 0 of a contiguous row-major block.
 template <class Element, class Shape>
 class contiguous_slabs {
@@ -86,10 +95,17 @@ class contiguous_slabs {
       if (in_worker_process()) map_for_writing(first, count * sizeof(Element));
       if (clear_first_) std::memset(static_cast<void*>(first), 0, count * sizeof(Element));
     }
-    return xt::adapt(first, count, xt::no_ownership(), shape);
+    // A prvalue pointer, so the adaptor is a chunk_adaptor_t (over Element*,
+    // not Element*&), the type map_chunks checks f against.
+    return xt::adapt(static_cast<Element*>(first), count, xt::no_ownership(), shape);
   }
 
-  // The slab is the output's own memory: nothing to write back.
+  // The slab is already an adaptor of the array's own memory; f gets a copy
+  // of it (copies share the memory), and nothing is written back.
+  template <class Slab>
+  [[nodiscard]] static Slab view(Slab const& slab) {
+    return slab;
+  }
   template <class Slab>
   void put(std::size_t, Slab const&) const noexcept {}
 
@@ -100,23 +116,38 @@ class contiguous_slabs {
   bool clear_first_;
 };
 
-// The output chunk f gets on the zero-copy path when no input overlaps the
-// output. Its `=` assigns without the temporary xtensor otherwise makes for
+// The output chunk f gets when no input overlaps the output. Its `=`
+// assigns without the temporary xtensor otherwise makes for
 // `container = expression` (and then copies into an adaptor's memory, which
-// halves the speed of a memory-bound map): it is `xt::noalias(out) = e`.
-// Safe because the chunk is a fresh view of memory nothing else in the call
-// reads; an expression that reads `out` itself other than elementwise needs
-// xt::eval, as the README says.
+// halves the speed of a memory-bound map): it is `xt::noalias(out) = e`, or
+// the same with streaming stores when the call chose them (`streaming`, see
+// streaming_store.hpp). Safe because the chunk is a fresh view of memory
+// nothing else in the call reads; an expression that reads `out` itself
+// other than elementwise needs xt::eval, as the README says.
 template <class Adaptor>
 class output_chunk : public Adaptor {
  public:
-  explicit output_chunk(Adaptor&& adaptor) : Adaptor(std::move(adaptor)) {}
+  explicit output_chunk(Adaptor&& adaptor, streaming_state* streaming = nullptr)
+      : Adaptor(std::move(adaptor)), streaming_(streaming) {}
   using Adaptor::operator=;
   template <class E>
   output_chunk& operator=(xt::xexpression<E> const& e) {
+    if (streaming_ != nullptr && !streaming_->stopped.load(std::memory_order_relaxed)) {
+      if (assigned_ && streaming_->learn) {
+        streaming_->stopped.store(true, std::memory_order_relaxed);
+      } else if (stream_assign(static_cast<Adaptor&>(*this), e.derived_cast())) {
+        assigned_ = true;
+        return *this;
+      }
+    }
+    assigned_ = true;
     xt::noalias(static_cast<Adaptor&>(*this)) = e;
     return *this;
   }
+
+ private:
+  streaming_state* streaming_ = nullptr;
+  bool assigned_ = false;
 };
 
 }  // namespace xjob::detail
@@ -163,8 +194,10 @@ void copy_strided(From* from, std::ptrdiff_t const* from_strides, To* to, std::p
                  to + static_cast<std::ptrdiff_t>(i) * to_strides[0], to_strides + 1, shape + 1, rank - 1);
 }
 
-// Slabs along any axis of any array with memory, handed out as dense
-// copies (`Container`, an xtensor or xarray) and written back by put().
+// Slabs along any axis of any array with memory, taken as dense copies
+// (`Container`, an xtensor or xarray), shown to f as adaptors over the
+// copies (so a chunk f takes by value writes into the copy too), and
+// written back by put().
 template <class Element, class Container>
 class copied_slabs {
  public:
@@ -182,6 +215,10 @@ class copied_slabs {
     Container dense(shape);
     copy_strided(first(begin), strides_.data(), dense.data(), dense.strides().data(), shape.data(), shape.size());
     return dense;
+  }
+
+  [[nodiscard]] static chunk_adaptor_t<Element, typename Container::shape_type> view(Container& dense) {
+    return xt::adapt(static_cast<Element*>(dense.data()), dense.size(), xt::no_ownership(), dense.shape());
   }
 
   void put(std::size_t begin, Container const& dense) const {

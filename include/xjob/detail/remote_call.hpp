@@ -118,17 +118,24 @@ struct remote_call {
 template <class F, class... Args>
 [[nodiscard]] remote_call make_remote_call(F const& f, Args const&... args) {
   require_remote_callable<F>();
-  static_assert((transferable<std::decay_t<Args>> && ...),
+  constexpr bool arguments_travel = (transferable<std::decay_t<Args>> && ...);
+  static_assert(arguments_travel,
                 "xjob: every argument of a task run in another process is copied there, so it must be "
                 "transferable (trivially copyable, or serialisable with cereal: see xjob/transfer.hpp)");
   using R = std::invoke_result_t<std::decay_t<F> const&, std::decay_t<Args>&...>;
-  static_assert(std::is_void_v<R> || transferable<std::remove_cvref_t<R>>,
+  constexpr bool result_travels = std::is_void_v<R> || transferable<std::remove_cvref_t<R>>;
+  static_assert(result_travels,
                 "xjob: the result of a task run in another process is copied back, so it must be transferable "
                 "(trivially copyable, or serialisable with cereal: see xjob/transfer.hpp)");
   remote_call call;
-  call.thunk = locate_code(reinterpret_cast<void const*>(&run_remote_call<std::decay_t<F>, std::decay_t<Args>...>));
-  call.function = function_address(f);
-  if constexpr (sizeof...(Args) > 0) encode_values(call.arguments, args...);
+  // After a failed check above, the thunk and the encoders are not
+  // instantiated: they would add errors of their own (a closure's deleted
+  // default constructor, unsatisfied constraints) after xjob's message.
+  if constexpr (is_remote_callable_v<F> && arguments_travel && result_travels) {
+    call.thunk = locate_code(reinterpret_cast<void const*>(&run_remote_call<std::decay_t<F>, std::decay_t<Args>...>));
+    call.function = function_address(f);
+    if constexpr (sizeof...(Args) > 0) encode_values(call.arguments, args...);
+  }
   return call;
 }
 

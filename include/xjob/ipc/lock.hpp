@@ -2,6 +2,8 @@
 // like Python's multiprocessing.Lock, that survives its holder's death.
 #pragma once
 
+#include <xjob/detail/config.hpp>
+
 #include <pthread.h>
 
 #include <chrono>

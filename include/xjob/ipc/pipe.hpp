@@ -3,6 +3,8 @@
 // in one block of shared memory.
 #pragma once
 
+#include <xjob/detail/config.hpp>
+
 #include <chrono>
 #include <cstddef>
 #include <memory>

@@ -3,6 +3,8 @@
 // messages live in a ring in shared memory.
 #pragma once
 
+#include <xjob/detail/config.hpp>
+
 #include <chrono>
 #include <cstddef>
 #include <cstdint>

@@ -2,6 +2,8 @@
 // Python's multiprocessing.Semaphore, with std::counting_semaphore's names.
 #pragma once
 
+#include <xjob/detail/config.hpp>
+
 #include <chrono>
 #include <cstddef>
 #include <cstdint>

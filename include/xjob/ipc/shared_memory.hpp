@@ -4,6 +4,8 @@
 // process dies, and no other user can open it.
 #pragma once
 
+#include <xjob/detail/config.hpp>
+
 #include <cstddef>
 #include <cstdint>
 #include <string>

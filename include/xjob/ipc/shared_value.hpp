@@ -4,6 +4,8 @@
 // it in place, and std::atomic_ref works on its elements.)
 #pragma once
 
+#include <xjob/detail/config.hpp>
+
 #include <atomic>
 #include <cstddef>
 #include <cstring>
