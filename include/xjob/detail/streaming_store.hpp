@@ -19,7 +19,14 @@
 #include <xtensor/xtensor_simd.hpp>
 
 #if defined(__x86_64__) || defined(__i386__)
+// Only what the enabled instruction sets need: <immintrin.h> is some 45,000
+// lines, which xsimd includes anyway when AVX is on, and SSE2's streaming
+// stores and fence are in <emmintrin.h>.
+#if defined(__AVX__)
 #include <immintrin.h>
+#else
+#include <emmintrin.h>
+#endif
 #define XJOB_HAS_STREAMING_STORES 1
 #else
 #define XJOB_HAS_STREAMING_STORES 0
