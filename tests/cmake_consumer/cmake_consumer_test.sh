@@ -21,25 +21,9 @@
 # of scripts/readme_examples.py (same arguments: README.md OUTDIR).
 set -euo pipefail
 
-# The checkout: the real path of bazel/deps.bzl (a runfile symlink to the
-# source file under Bazel), two levels up; as in tests/consumer_check.
-find_checkout() {
-  local candidate
-  for candidate in \
-      "${TEST_SRCDIR:-}/${TEST_WORKSPACE:-xjob}/bazel/deps.bzl" \
-      "${RUNFILES_DIR:-}/${TEST_WORKSPACE:-xjob}/bazel/deps.bzl" \
-      "$0.runfiles/xjob/bazel/deps.bzl" \
-      "$(dirname "$0")/../../bazel/deps.bzl"; do
-    if [[ -e "$candidate" ]]; then
-      dirname "$(dirname "$(readlink -f "$candidate")")"
-      return 0
-    fi
-  done
-  echo "cmake_consumer_test: cannot find bazel/deps.bzl among the runfiles" >&2
-  return 1
-}
-
-checkout="$(find_checkout)"
+# The checkout's root (tests/find_checkout.sh).
+source "$(dirname "${BASH_SOURCE[0]}")/../find_checkout.sh"
+checkout="$(find_checkout cmake_consumer_test)"
 project="$checkout/tests/cmake_consumer/project"
 if [[ ! -f "$checkout/CMakeLists.txt" || ! -f "$project/CMakeLists.txt" ]]; then
   echo "cmake_consumer_test: $checkout is not an xjob checkout with CMakeLists.txt and tests/cmake_consumer/project/" >&2

@@ -5,25 +5,9 @@
 # (tagged "local": no sandbox), or directly: tests/consumer_check/consumer_test.sh.
 set -euo pipefail
 
-# The checkout: the real path of bazel/deps.bzl (a runfile symlink to the
-# source file under Bazel), two levels up.
-find_checkout() {
-  local candidate
-  for candidate in \
-      "${TEST_SRCDIR:-}/${TEST_WORKSPACE:-xjob}/bazel/deps.bzl" \
-      "${RUNFILES_DIR:-}/${TEST_WORKSPACE:-xjob}/bazel/deps.bzl" \
-      "$0.runfiles/xjob/bazel/deps.bzl" \
-      "$(dirname "$0")/../../bazel/deps.bzl"; do
-    if [[ -e "$candidate" ]]; then
-      dirname "$(dirname "$(readlink -f "$candidate")")"
-      return 0
-    fi
-  done
-  echo "consumer_test: cannot find bazel/deps.bzl among the runfiles" >&2
-  return 1
-}
-
-checkout="$(find_checkout)"
+# The checkout's root (tests/find_checkout.sh).
+source "$(dirname "${BASH_SOURCE[0]}")/../find_checkout.sh"
+checkout="$(find_checkout consumer_test)"
 if [[ ! -f "$checkout/WORKSPACE" || ! -f "$checkout/tests/consumer/WORKSPACE" ]]; then
   echo "consumer_test: $checkout is not an xjob checkout with tests/consumer/" >&2
   exit 1
