@@ -9,9 +9,9 @@
 // caller falls back to xtensor's own assignment.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
-#include <algorithm>
 #include <cstdint>
 #include <type_traits>
 
