@@ -1,6 +1,7 @@
 #include <xjob/backend.hpp>
 
 #include <algorithm>
+#include <climits>
 #include <thread>
 #include <vector>
 
@@ -73,4 +74,16 @@ TEST_CASE("the threads backend really runs n_jobs workers at once, even above th
       },
       std::views::iota(0, workers));
   REQUIRE(saw_everyone.load() == workers);
+}
+
+TEST_CASE("the threads backend refuses more workers than it can start, naming the count and the bound") {
+  auto make_and_run = [](int n_jobs) {
+    xjob::parallel par({.n_jobs = n_jobs, .backend = "threads"});
+    return par.map([](int i) { return i * i; }, std::views::iota(0, 3));
+  };
+  XJOB_REQUIRE_THROWS_WITH_TEXT(make_and_run(INT_MAX), xjob::invalid_argument,
+                                "n_jobs=2147483647 is more workers than backend \"threads\" can start (at most 4096)");
+  XJOB_REQUIRE_THROWS_WITH_TEXT(make_and_run(4097), xjob::invalid_argument, "n_jobs=4097 is more workers");
+  // The bound itself is accepted, and a call starts no more threads than it has tasks.
+  REQUIRE(make_and_run(4096) == std::vector<int>{0, 1, 4});
 }

@@ -4,12 +4,14 @@
 // caused for real; nothing left behind.
 #include <xjob/process_pool.hpp>
 
+#include <fcntl.h>
 #include <linux/close_range.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <map>
 #include <ranges>
 #include <set>
@@ -86,6 +88,14 @@ int close_everything_and_wait(int) {
   close_range(3, ~0U, 0);
   std::this_thread::sleep_for(std::chrono::seconds(30));
   return 0;
+}
+
+// Writes 64 KiB to stdout, as a task that logs with printf does.
+int chatty_double(int x) {
+  for (int line = 0; line < 1024; ++line)
+    std::printf("task %d, line %4d: a worker's log line, 64 bytes long...........\n", x, line);
+  std::fflush(stdout);
+  return 2 * x;
 }
 
 double sum_of(std::vector<double> const& values) {
@@ -313,6 +323,79 @@ TEST_CASE("an initializer that throws breaks the pool with its message") {
 
 TEST_CASE("bad worker counts are refused") {
   XJOB_REQUIRE_THROWS_WITH_TEXT(xjob::process_pool(0), xjob::invalid_argument, "n_jobs must not be 0");
+}
+
+TEST_CASE("a forked copy of the pool's owner cannot use the pool: it gets an error naming both pids at once") {
+  xjob::process_pool pool({.processes = 1});
+  REQUIRE(pool.apply(square, 3) == 9);
+  pid_t const owner = getpid();
+  // The child's exit code says what it saw: 0 the error as expected; 1 a
+  // task accepted (whose future would never complete); 2 to 4 an error
+  // without the owner's pid, without the child's, or not an xjob::error.
+  auto try_in_child = [&](auto use) {
+    xjob::testing::child_process child([&] {
+      try {
+        use();
+        return 1;
+      } catch (xjob::error const& e) {
+        std::string const text = e.what();
+        if (text.find("process " + std::to_string(owner)) == std::string::npos) return 2;
+        if (text.find("process " + std::to_string(getpid())) == std::string::npos) return 3;
+        return 0;
+      } catch (...) {
+        return 4;
+      }
+    });
+    return child.wait();
+  };
+  REQUIRE(try_in_child([&] { (void)pool.submit(square, 4); }) == 0);
+  REQUIRE(try_in_child([&] { (void)pool.map(square, std::views::iota(0, 4)); }) == 0);
+  REQUIRE(try_in_child([&] { pool.resize(2); }) == 0);
+  // The owner's pool is untouched.
+  REQUIRE(pool.apply(square, 5) == 25);
+}
+
+// A daemon closes stdin and stdout. Descriptors the pool makes then must
+// not land on 0 or 1: a worker forked later would take the caller's socket
+// to another worker as its stdout, and its printf would go into that
+// worker's command stream. (Not forkserver: its workers are clones of the
+// fork server, which init() started while stdin and stdout were open.)
+TEST_CASE("in a program without stdin and stdout, a worker's printf never reaches another worker's channel") {
+  xjob::start_method const method = GENERATE(xjob::start_method::fork, xjob::start_method::spawn);
+  CAPTURE(xjob::to_string(method));
+  std::fflush(nullptr);
+  int const saved_stdin = fcntl(0, F_DUPFD_CLOEXEC, 3);
+  int const saved_stdout = fcntl(1, F_DUPFD_CLOEXEC, 3);
+  REQUIRE(saved_stdin >= 3);
+  REQUIRE(saved_stdout >= 3);
+  close(0);
+  close(1);
+  // Nothing of Catch's until stdin and stdout are back.
+  std::vector<int> results;
+  std::string failure;
+  try {
+    xjob::process_pool pool({.processes = 2, .start_method = method});
+    std::vector<xjob::pool_future<int>> futures;
+    for (int i = 0; i < 16; ++i) futures.push_back(i % 4 == 0 ? pool.submit(chatty_double, i) : pool.submit(square, i));
+    for (auto& future : futures) {
+      if (!future.wait_for(10s)) {
+        failure = "a task never completed";
+        pool.shutdown(xjob::shutdown_mode::kill_workers);
+        break;
+      }
+      results.push_back(future.get());
+    }
+  } catch (std::exception const& e) {
+    failure = e.what();
+  }
+  dup2(saved_stdin, 0);
+  dup2(saved_stdout, 1);
+  close(saved_stdin);
+  close(saved_stdout);
+  REQUIRE(failure.empty());
+  std::vector<int> expected;
+  for (int i = 0; i < 16; ++i) expected.push_back(i % 4 == 0 ? 2 * i : i * i);
+  REQUIRE(results == expected);
 }
 
 TEST_CASE("a pool leaves no child, descriptor or shared memory behind, whatever happened") {

@@ -372,6 +372,8 @@ class pool_results {
 // A task that throws fails only its future; a worker that dies fails the
 // task it ran with xjob::worker_crashed and is replaced. All members are
 // thread-safe. The destructor is shutdown(shutdown_mode::finish_pending).
+// Only the process that made the pool can use it: in a forked copy of that
+// process, submit, map and resize throw xjob::error naming both pids.
 //   int square(int x) { return x * x; }
 //   xjob::process_pool pool({.processes = 2});
 //   std::vector<int> squares = pool.map(square, std::views::iota(0, 20));

@@ -6,18 +6,20 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <system_error>
+
+#include "fd.hpp"
 
 namespace xjob::detail::process {
 
 int open_child_pidfd(pid_t pid) {
-  int const fd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+  // Not on 0-2 (see fd.hpp); pidfds are close-on-exec already.
+  int const fd = move_above_stdio(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
   if (fd < 0) {
     int const saved = errno;
     ::kill(pid, SIGKILL);
     while (waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
     }
-    throw std::system_error(saved, std::generic_category(), "cannot open a pidfd for a child process");
+    throw_errno(saved, "cannot open a pidfd for a child process");
   }
   return fd;
 }

@@ -27,12 +27,12 @@
 #include <atomic>
 #include <mutex>
 #include <string>
-#include <system_error>
 
 #include <fmt/format.h>
 
 #include <xjob/errors.hpp>
 
+#include "fd.hpp"
 #include "fork_server.hpp"
 #include "worker_launcher.hpp"
 
@@ -41,10 +41,6 @@ namespace xjob {
 namespace detail::process {
 
 namespace {
-
-[[noreturn]] void throw_errno(int code, char const* what) {
-  throw std::system_error(code, std::generic_category(), what);
-}
 
 // One request to the fork server, and its reply. Plain bytes on a
 // SOCK_SEQPACKET socket: one message each, the descriptor attached.
@@ -126,9 +122,15 @@ int thread_count() noexcept {
           header->cmsg_len == CMSG_LEN(sizeof(int)))
         std::memcpy(&worker_fd, CMSG_DATA(header), sizeof(int));
     server_reply reply;
+    // The server is a copy of the program at init(): if that had closed its
+    // standard streams, the worker's channel lands on one of them here, and
+    // the worker would write its printf output into its own channel.
+    bool const moved = worker_fd < 0 || (worker_fd = move_above_stdio(worker_fd)) >= 0;
     request.entry[sizeof request.entry - 1] = '\0';
     worker_entry const entry = find_worker_entry(request.entry);
-    if (static_cast<std::size_t>(received) != sizeof request || worker_fd < 0 || request.caller != program ||
+    if (!moved) {
+      reply.error = errno;
+    } else if (static_cast<std::size_t>(received) != sizeof request || worker_fd < 0 || request.caller != program ||
         (message.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0) {
       reply.error = EPROTO;
     } else if (entry == nullptr) {
@@ -158,25 +160,21 @@ int thread_count() noexcept {
 }
 
 void start_fork_server(init_record& state) {
-  int fds[2];
-  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds) != 0)
-    throw_errno(errno, "cannot create a socket pair for the fork server");
+  // Neither end on 0-2 (see fd.hpp): the program's end would be the
+  // stdin or stdout of every worker it forks.
+  unique_fd program_end;
+  unique_fd server_end;
+  make_socket_pair(SOCK_SEQPACKET, program_end, server_end, "the fork server");
   pid_t const program = getpid();
   // Flushed now, buffered output cannot be written again by a worker.
   std::fflush(nullptr);
   pid_t const pid = fork();
-  if (pid < 0) {
-    int const saved = errno;
-    close(fds[0]);
-    close(fds[1]);
-    throw_errno(saved, "cannot fork the fork server");
-  }
+  if (pid < 0) throw_errno(errno, "cannot fork the fork server");
   if (pid == 0) {
-    close(fds[0]);
-    serve(fds[1], program);
+    program_end.reset();
+    serve(server_end.release(), program);
   }
-  close(fds[1]);
-  state.server_fd = fds[0];
+  state.server_fd = program_end.release();
   state.server_pid = pid;
 }
 

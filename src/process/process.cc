@@ -16,7 +16,6 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
-#include <system_error>
 
 #include <fmt/format.h>
 
@@ -26,6 +25,7 @@
 #include <xjob/worker.hpp>
 
 #include "child.hpp"
+#include "fd.hpp"
 #include "fork_support.hpp"
 #include "worker_launcher.hpp"
 
@@ -34,6 +34,8 @@ namespace xjob {
 namespace {
 
 using detail::process::become_worker;
+using detail::process::throw_errno;
+using detail::process::unique_fd;
 
 constexpr char const* entry_name = "xjob.process";
 // How long start() waits for the caller's other threads to go idle before
@@ -42,10 +44,6 @@ constexpr std::chrono::microseconds fork_patience(10'000);
 // A failure message longer than this is cut: the child writes it before it
 // exits, into the socket's buffer, which the parent reads only then.
 constexpr std::size_t max_message_bytes = 64 << 10;
-
-[[noreturn]] void throw_errno(int code, char const* what) {
-  throw std::system_error(code, std::generic_category(), what);
-}
 
 // Writes all of `bytes`; false if the peer is gone.
 bool write_all(int fd, char const* bytes, std::size_t size) noexcept {
@@ -200,9 +198,11 @@ void process::start() {
 }
 
 void process::start_forked() {
-  int fds[2];
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0)
-    throw_errno(errno, "cannot create a socket pair for a child process");
+  // Neither end on 0-2 (see fd.hpp): a worker forked later would take the
+  // parent's end as its stdin or stdout.
+  unique_fd parent_end;
+  unique_fd child_end;
+  detail::process::make_socket_pair(SOCK_STREAM, parent_end, child_end, "a child process");
   pid_t const parent = getpid();
   int const cpu_share = cpu_count();
   detail::process::prepare_to_fork(fork_patience);
@@ -215,21 +215,17 @@ void process::start_forked() {
   pthread_sigmask(SIG_SETMASK, &all, &caller_mask);
   pid_t const pid = fork();
   if (pid == 0) {
-    close(fds[0]);
+    parent_end.reset();
     reset_termination_signal();
     if (!become_worker(parent, cpu_share)) _exit(1);
     pthread_sigmask(SIG_SETMASK, &caller_mask, nullptr);
-    run_child(fds[1], [this] { target_->run(); });
+    run_child(child_end.get(), [this] { target_->run(); });
   }
   int const saved = errno;
   pthread_sigmask(SIG_SETMASK, &caller_mask, nullptr);
-  if (pid < 0) {
-    close(fds[0]);
-    close(fds[1]);
-    throw_errno(saved, "cannot fork a child process");
-  }
-  close(fds[1]);
-  channel_ = fds[0];
+  if (pid < 0) throw_errno(saved, "cannot fork a child process");
+  child_end.reset();
+  channel_ = parent_end.release();
   pid_ = pid;
   pidfd_ = detail::process::open_child_pidfd(pid);
 }

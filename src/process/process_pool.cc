@@ -30,6 +30,7 @@
 #include <xjob/worker.hpp>
 
 #include "child.hpp"
+#include "fd.hpp"
 #include "worker_launcher.hpp"
 
 namespace xjob {
@@ -42,10 +43,6 @@ using clock_type = std::chrono::steady_clock;
 
 constexpr char const* pool_entry_name = "xjob.pool";
 constexpr std::uint64_t no_offset = UINT64_MAX;
-
-[[noreturn]] void throw_errno(std::string const& what) {
-  throw std::system_error(errno, std::generic_category(), what);
-}
 
 // Frames on a worker's socket: a header, then `bytes` of payload.
 enum class frame_kind : std::uint32_t {
@@ -279,8 +276,10 @@ class pool_core {
     if (method_ != start_method::fork && !initialized())
       throw invalid_argument(fmt::format("start method {} needs xjob::init(argc, argv) at the top of main",
                                          to_string(method_)));
-    wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (wake_fd_ < 0) throw_errno("cannot create an eventfd for a process pool");
+    // Not on 0-2 (see fd.hpp): a worker forked later would take it as its
+    // stdin or stdout.
+    wake_fd_.reset(process::move_above_stdio(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)));
+    if (!wake_fd_) process::throw_errno(errno, "cannot create an eventfd for a process pool");
     // Workers are started by the supervisor thread: a forked worker dies
     // with the thread that forked it (PR_SET_PDEATHSIG), and that thread
     // lives exactly as long as the pool. The first ones start before the
@@ -305,7 +304,6 @@ class pool_core {
       first_workers.get();
     } catch (...) {
       supervisor_->join();
-      close(wake_fd_);
       throw;
     }
   }
@@ -313,12 +311,10 @@ class pool_core {
   pool_core(pool_core const&) = delete;
   pool_core& operator=(pool_core const&) = delete;
 
-  ~pool_core() {
-    shutdown(shutdown_mode::finish_pending);
-    close(wake_fd_);
-  }
+  ~pool_core() { shutdown(shutdown_mode::finish_pending); }
 
   std::shared_ptr<pool_job> enqueue(remote_call const& call, std::size_t first_task) {
+    require_owner("cannot take tasks");
     auto job = std::make_shared<pool_job>();
     job->board = board_;
     job->request = encode_value(call);
@@ -334,6 +330,7 @@ class pool_core {
   }
 
   void resize(int processes) {
+    require_owner("cannot be resized");
     int const count = resolve_n_jobs(processes);
     {
       std::lock_guard lock(board_->mutex);
@@ -375,6 +372,19 @@ class pool_core {
  private:
   enum class worker_state { starting, idle, busy, retiring };
 
+  // A forked copy of the owner has the pool's memory but neither its
+  // supervisor thread (fork copies only the forking thread) nor its workers
+  // (children of the owner): a task queued there would never run, and its
+  // future never complete.
+  void require_owner(char const* what) const {
+    pid_t const self = getpid();
+    if (self != owner_)
+      throw error(fmt::format("this process_pool {} in process {}: it belongs to process {}, which made it, and "
+                              "this process is a forked copy of that one, where no supervisor or worker of the "
+                              "pool runs; make a new process_pool here",
+                              what, self, owner_));
+  }
+
   struct worker {
     pid_t pid = -1;
     int pidfd = -1;
@@ -388,7 +398,7 @@ class pool_core {
 
   void wake() noexcept {
     std::uint64_t const one = 1;
-    [[maybe_unused]] ssize_t const ignored = write(wake_fd_, &one, sizeof one);
+    [[maybe_unused]] ssize_t const ignored = write(wake_fd_.get(), &one, sizeof one);
   }
 
   // `pool_size` is the worker count the pool aims for: each worker's share
@@ -556,7 +566,7 @@ class pool_core {
         publish_pids();
         return;
       }
-      polled.assign(1, pollfd{wake_fd_, POLLIN, 0});
+      polled.assign(1, pollfd{wake_fd_.get(), POLLIN, 0});
       polled_worker.assign(1, 0);
       for (std::size_t i = 0; i < workers_.size(); ++i) {
         polled.push_back(pollfd{workers_[i].channel, POLLIN, 0});
@@ -572,7 +582,7 @@ class pool_core {
       if (ready <= 0) continue;
       if (polled[0].revents != 0) {
         std::uint64_t count = 0;
-        [[maybe_unused]] ssize_t const ignored = read(wake_fd_, &count, sizeof count);
+        [[maybe_unused]] ssize_t const ignored = read(wake_fd_.get(), &count, sizeof count);
       }
       std::vector<std::size_t> dead;
       for (std::size_t i = 1; i < polled.size(); i += 2) {
@@ -774,7 +784,7 @@ class pool_core {
   // The supervisor's own (and the constructor's, before it starts).
   std::vector<worker> workers_;
   int next_index_ = 0;
-  int wake_fd_ = -1;
+  process::unique_fd wake_fd_;
 
   pid_t const owner_ = getpid();
   std::mutex join_mutex_;

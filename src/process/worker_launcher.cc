@@ -19,7 +19,6 @@
 #include <memory>
 #include <string>
 #include <string_view>
-#include <system_error>
 #include <utility>
 #include <vector>
 
@@ -28,6 +27,7 @@
 #include <xjob/errors.hpp>
 #include <xjob/init.hpp>
 
+#include "fd.hpp"
 #include "fork_server.hpp"
 #include "fork_support.hpp"
 
@@ -36,10 +36,6 @@ extern char** environ;
 namespace xjob::detail::process {
 
 namespace {
-
-[[noreturn]] void throw_errno(int code, std::string const& what) {
-  throw std::system_error(code, std::generic_category(), what);
-}
 
 // How long the caller waits for its other threads to go idle before forking
 // (as the processes backend does).
@@ -56,22 +52,6 @@ constexpr std::size_t max_entries = 64;
 constexpr std::size_t max_entry_name = 63;  // the fork server's request holds 64 bytes
 std::array<registered_entry, max_entries> entries{};
 std::size_t entry_count = 0;
-
-// A file descriptor, closed on destruction.
-class unique_fd {
- public:
-  explicit unique_fd(int fd = -1) noexcept : fd_(fd) {}
-  unique_fd(unique_fd const&) = delete;
-  unique_fd& operator=(unique_fd const&) = delete;
-  ~unique_fd() {
-    if (fd_ >= 0) close(fd_);
-  }
-  [[nodiscard]] int get() const noexcept { return fd_; }
-  [[nodiscard]] int release() noexcept { return std::exchange(fd_, -1); }
-
- private:
-  int fd_;
-};
 
 // The kernel's sigaction, for raw system calls in the spawn child.
 struct kernel_sigaction {
@@ -214,11 +194,11 @@ launched_worker launch_worker(start_method method, char const* entry_name, int c
     throw invalid_argument(
         fmt::format("start method {} needs xjob::init(argc, argv) at the top of main", to_string(method)));
   cpu_share = std::max(1, cpu_share);
-  int fds[2];
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0)
-    throw_errno(errno, "cannot create a socket pair for a worker process");
-  unique_fd caller_end(fds[0]);
-  unique_fd worker_end(fds[1]);
+  // Neither end on 0-2 (see fd.hpp): a worker forked later would take the
+  // caller's end as its stdin or stdout.
+  unique_fd caller_end;
+  unique_fd worker_end;
+  make_socket_pair(SOCK_STREAM, caller_end, worker_end, "a worker process");
   pid_t pid = -1;
   switch (method) {
     case start_method::fork: {

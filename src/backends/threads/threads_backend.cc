@@ -6,21 +6,38 @@
 #include <oneapi/tbb/task_arena.h>
 #include <oneapi/tbb/task_group.h>
 
+#include <algorithm>
+#include <cstddef>
 #include <memory>
 #include <optional>
 
+#include <fmt/format.h>
+
 #include <xjob/backend.hpp>
+#include <xjob/errors.hpp>
 
 
 namespace xjob::detail {
 
 namespace {
+
+// The most workers one call may have. n_jobs above the CPU count is
+// honoured (threads that wait), but each worker is a real thread with its
+// own stack, and oneTBB sizes its arena and its thread table by the count:
+// n_jobs=INT_MAX would ask for gigabytes before any task ran. 4096 threads
+// is far past any useful oversubscription and within what Linux starts by
+// default (threads-max, RLIMIT_NPROC), as oneTBB's own floor of 256 is.
+constexpr int max_threads_workers = 4096;
+
 class threads_backend final : public backend {
  public:
   explicit threads_backend(int n_jobs) : arena_(n_jobs) {}
 
   void run(batch_call& call) override {
-    int const workers = call.worker_count();
+    // No more workers than tasks: the others would find nothing to do, and
+    // each would still be a thread to start and wake.
+    int const workers = static_cast<int>(
+        std::clamp<std::size_t>(call.task_count(), 1, static_cast<std::size_t>(call.worker_count())));
     // n_jobs above the CPU count is asked for on purpose (waiting-bound
     // tasks, as with joblib's threading backend): lift TBB's thread limit
     // for the call, or the arena would get only as many threads as CPUs.
@@ -40,6 +57,9 @@ class threads_backend final : public backend {
 };
 
 std::unique_ptr<backend> make_threads_backend(backend_settings const& settings) {
+  if (settings.n_jobs > max_threads_workers)
+    throw invalid_argument(fmt::format("n_jobs={} is more workers than backend \"threads\" can start (at most {})",
+                                       settings.n_jobs, max_threads_workers));
   return std::make_unique<threads_backend>(settings.n_jobs);
 }
 

@@ -1,0 +1,46 @@
+#include "fd.hpp"
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <system_error>
+
+namespace xjob::detail::process {
+
+void unique_fd::reset(int fd) noexcept {
+  // close() is not retried on EINTR: on Linux the descriptor is gone anyway,
+  // and a retry could close one that another thread just opened.
+  if (fd_ >= 0 && fd_ != fd) (void)close(fd_);
+  fd_ = fd;
+}
+
+int move_above_stdio(int fd) noexcept {
+  if (fd < 0 || fd > 2) return fd;
+  int const moved = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+  int const saved = errno;
+  (void)close(fd);
+  errno = saved;
+  return moved;
+}
+
+void make_socket_pair(int type, unique_fd& first, unique_fd& second, std::string const& what_for) {
+  int fds[2];
+  if (socketpair(AF_UNIX, type | SOCK_CLOEXEC, 0, fds) != 0)
+    throw_errno(errno, "cannot create a socket pair for " + what_for);
+  // Both taken at once, so that neither leaks if the other cannot be moved.
+  unique_fd a(move_above_stdio(fds[0]));
+  int const first_errno = errno;
+  unique_fd b(move_above_stdio(fds[1]));
+  if (!a || !b)
+    throw_errno(!a ? first_errno : errno, "cannot move a socket of " + what_for + " above the standard streams");
+  first = std::move(a);
+  second = std::move(b);
+}
+
+void throw_errno(int code, std::string const& what_failed) {
+  throw std::system_error(code, std::generic_category(), what_failed);
+}
+
+}  // namespace xjob::detail::process

@@ -1,0 +1,61 @@
+// Descriptors of the process layer: one owning type, one rule for where a
+// new descriptor may live, one way to report a failed system call.
+//
+// The rule: no descriptor xjob makes (socket pair ends, eventfds, pidfds,
+// memfds) stays on 0, 1 or 2. A program that closed stdin or stdout (a
+// daemon) gets its next descriptor there; a worker forked afterwards takes
+// it as its stdout, and a printf in that worker would write into another
+// worker's channel.
+#pragma once
+
+#include <string>
+#include <utility>
+
+namespace xjob::detail::process {
+
+// A file descriptor, closed on destruction. Move-only; not thread-safe.
+//   unique_fd wake(move_above_stdio(eventfd(0, EFD_CLOEXEC)));
+//   if (!wake) throw_errno(errno, "cannot create an eventfd");
+class unique_fd {
+ public:
+  unique_fd() noexcept = default;
+  explicit unique_fd(int fd) noexcept : fd_(fd) {}
+  unique_fd(unique_fd&& other) noexcept : fd_(other.release()) {}
+  unique_fd& operator=(unique_fd&& other) noexcept {
+    if (this != &other) reset(other.release());
+    return *this;
+  }
+  unique_fd(unique_fd const&) = delete;
+  unique_fd& operator=(unique_fd const&) = delete;
+  ~unique_fd() { reset(); }
+
+  [[nodiscard]] int get() const noexcept { return fd_; }
+  explicit operator bool() const noexcept { return fd_ >= 0; }
+  // Gives the descriptor up without closing it.
+  [[nodiscard]] int release() noexcept { return std::exchange(fd_, -1); }
+  // Closes the descriptor held, if any, and holds `fd` instead.
+  void reset(int fd = -1) noexcept;
+
+ private:
+  int fd_ = -1;
+};
+
+// `fd` itself if it is 3 or more (or negative: a failed call's result
+// passes through, errno intact). Otherwise a duplicate at the lowest free
+// descriptor from 3 on, close-on-exec, and `fd` is closed; if no duplicate
+// can be made, `fd` is closed too and -1 is returned with errno set.
+// Async-signal-safe. Call it on every descriptor the moment it is made:
+//   int const fd = move_above_stdio(memfd_create("xjob", MFD_CLOEXEC));
+[[nodiscard]] int move_above_stdio(int fd) noexcept;
+
+// Both ends of a new AF_UNIX socket pair of `type` (SOCK_CLOEXEC is added),
+// neither on 0, 1 or 2. Throws std::system_error "cannot create a socket
+// pair for <what_for>".
+void make_socket_pair(int type, unique_fd& first, unique_fd& second, std::string const& what_for);
+
+// Throws std::system_error(code, generic_category) whose message says what
+// failed, as "cannot <verb> <what>":
+//   if (pipe2(fds, O_CLOEXEC) != 0) throw_errno(errno, "cannot create a pipe for a worker");
+[[noreturn]] void throw_errno(int code, std::string const& what_failed);
+
+}  // namespace xjob::detail::process
