@@ -24,6 +24,8 @@
 
 #include "test_support.hpp"
 #include <xjob/ipc/shared_memory.hpp>
+#include <xjob/process_workers.hpp>
+#include <xjob/shared_array.hpp>
 
 namespace xjob::testing {
 
@@ -72,14 +74,26 @@ inline bool process_ended(pid_t pid) {
   _exit(99);
 }
 
-// The whole state a call must leave behind unchanged.
+// What xjob keeps on purpose between calls, given back: the warm worker
+// processes of the processes backend (with their channels and pidfds) and
+// the cache of shared memory (each mapping with its memfd).
+inline bool release_kept_resources() {
+  xjob::release_process_workers();
+  xjob::trim_shared_memory_cache();
+  return true;
+}
+
+// The whole state a call must leave behind unchanged, once what xjob keeps
+// on purpose is given back.
 struct process_resources {
+  bool released = release_kept_resources();
   std::size_t descriptors = open_descriptor_count();
   std::vector<pid_t> children = child_processes();
   std::set<std::string> shm = dev_shm_entries();
 };
 
 inline void require_nothing_left(process_resources const& before) {
+  release_kept_resources();
   REQUIRE(open_descriptor_count() == before.descriptors);
   REQUIRE(child_processes() == before.children);
   REQUIRE(dev_shm_entries() == before.shm);

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include <xjob/batch_call.hpp>
+#include <xjob/start_method.hpp>
 
 namespace xjob {
 
@@ -25,6 +26,9 @@ struct backend_settings {
   int retries = 0;
   std::optional<std::chrono::duration<double>> task_timeout = std::nullopt;
   std::optional<std::chrono::duration<double>> call_timeout = std::nullopt;
+  xjob::start_method start_method = xjob::start_method::fork;
+  bool reuse_workers = true;
+  std::chrono::duration<double> idle_timeout = std::chrono::seconds(300);
 };
 
 // A backend runs a call's worker loops on up to call.worker_count() workers
@@ -41,6 +45,10 @@ class backend {
   // through the call's task runner, array outputs must be in shared memory,
   // and a worker can crash without taking the caller down.
   [[nodiscard]] virtual bool runs_out_of_process() const noexcept { return false; }
+  // True if calls that have a remote form (see batch_call::remote) run on
+  // workers that started before the call, which see only the caller's
+  // shared memory: the front end then puts private inputs there.
+  [[nodiscard]] virtual bool runs_remote_forms() const noexcept { return false; }
 };
 
 using backend_factory = std::function<std::unique_ptr<backend>(backend_settings const&)>;

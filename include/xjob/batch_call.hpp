@@ -61,7 +61,20 @@ class batch_call {
     // Told of each finished batch (after its results are in place), for
     // result generators. Called concurrently from workers.
     std::function<void(batch_range)> on_batch_done = {};
+    // How a warm worker process runs this call, if it can (see
+    // task_runner.hpp); not owned.
+    detail::remote_form const* remote = nullptr;
   };
+
+  // Where the next batch starts and whether the call stopped: all that
+  // workers of a call share. In fork-shared memory by default; a backend
+  // whose workers started before the call moves it into memory they map.
+  struct dispatch_state {
+    alignas(64) std::atomic<std::size_t> next{0};
+    alignas(64) std::atomic<bool> stop{false};
+  };
+  static_assert(std::atomic<std::size_t>::is_always_lock_free && std::atomic<bool>::is_always_lock_free,
+                "atomics shared between processes must be lock-free");
 
   batch_call(detail::task_runner& runner, std::size_t task_count, settings options);
   batch_call(batch_call const&) = delete;
@@ -96,6 +109,15 @@ class batch_call {
   void tune_batch_size(batch_cursor& cursor, batch_range batch, std::size_t completed_end) const noexcept;
   void record_done(batch_range done) noexcept;
   [[nodiscard]] detail::task_runner& runner() noexcept { return runner_; }
+  [[nodiscard]] detail::remote_form const* remote() const noexcept { return settings_.remote; }
+  [[nodiscard]] settings const& options() const noexcept { return settings_; }
+  // Moves the dispatch state into `shared` (a dispatch_state constructed
+  // there), before any batch is taken; the call then takes batches from it
+  // and stops through it. `shared` must outlive the call's use of it.
+  void share_dispatch_state(dispatch_state& shared) noexcept;
+  // In a worker process: takes batches from a state another process shared
+  // (as is, not reset).
+  void attach_dispatch_state(dispatch_state& shared) noexcept { dispatch_ = &shared; }
   // Whether someone follows the call as it runs (a progress callback,
   // verbose output, a result stream), so finished batches should be
   // reported promptly rather than when convenient.
@@ -122,17 +144,11 @@ class batch_call {
  private:
   void report_progress(std::size_t done) noexcept;
 
-  struct dispatch_state {
-    alignas(64) std::atomic<std::size_t> next{0};
-    alignas(64) std::atomic<bool> stop{false};
-  };
-  static_assert(std::atomic<std::size_t>::is_always_lock_free && std::atomic<bool>::is_always_lock_free,
-                "atomics shared between processes must be lock-free");
-
   detail::task_runner& runner_;
   std::size_t task_count_;
   settings settings_;
-  detail::fork_shared<dispatch_state> dispatch_;
+  detail::fork_shared<dispatch_state> own_dispatch_;
+  dispatch_state* dispatch_ = &*own_dispatch_;
   alignas(64) std::atomic<std::size_t> done_{0};
   std::atomic<bool> has_failure_{false};
   mutable std::mutex failure_mutex_;

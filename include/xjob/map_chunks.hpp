@@ -28,6 +28,8 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <string>
+#include <string_view>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -35,7 +37,11 @@
 #include <xjob/chunking.hpp>
 #include <xjob/cpu_count.hpp>
 #include <xjob/detail/chunk_views.hpp>
+#include <xjob/detail/mapped_region.hpp>
+#include <xjob/detail/remote_call.hpp>
 #include <xjob/detail/task_runner.hpp>
+#include <xjob/detail/value_codec.hpp>
+#include <xjob/errors.hpp>
 #include <xjob/parallel.hpp>
 #include <xjob/shared_array.hpp>
 #include <xjob/shared_array_view.hpp>
@@ -76,7 +82,9 @@ decltype(auto) as_expression(X&& x) {
 
 // The parts of parallel that map_chunks needs and users do not.
 struct parallel_access {
-  static void run(parallel const& par, task_runner& runner, std::size_t count) { par.run(runner, count); }
+  static void run(parallel const& par, task_runner& runner, std::size_t count, remote_form const* remote = nullptr) {
+    par.run(runner, count, remote);
+  }
   static std::size_t chunk_extent_for(parallel const& par, std::span<std::size_t const> shape, std::size_t axis,
                                       std::size_t element_bytes, chunking const& how) {
     return par.chunk_extent_for(shape, axis, element_bytes, how);
@@ -89,9 +97,11 @@ struct parallel_access {
 
 // One task per chunk: f(in, out) on views of the chunk, then the output
 // chunk is put back (a no-op for chunks of the output's own memory). `wrap`
-// turns the output view into what f gets (see output_chunk).
-template <class Ins, class Outs, class F, class Wrap>
-void run_chunks(parallel const& par, chunk_plan const& plan, Ins& ins, Outs& outs, F const& f, Wrap wrap,
+// turns the output view into what f gets (see output_chunk). `run(runner,
+// count)` runs the tasks: on the parallel object in the caller, on the
+// worker's loop in a warm worker process.
+template <class Run, class Ins, class Outs, class F, class Wrap>
+void run_chunks(Run const& run, chunk_plan const& plan, Ins& ins, Outs& outs, F const& f, Wrap wrap,
                 bool streaming = false) {
   task_loop loop([&](std::size_t i) {
     chunk const c = plan[i];
@@ -105,7 +115,7 @@ void run_chunks(parallel const& par, chunk_plan const& plan, Ins& ins, Outs& out
     if (streaming) fence_streaming_stores();
     outs.put(c.begin, out_held);
   });
-  parallel_access::run(par, loop, plan.size());
+  run(loop, plan.size());
 }
 
 // Checked before anything is instantiated with f, so that a callable of the
@@ -149,10 +159,12 @@ template <class OutElement>
   }
 }
 
-// Cuts `in` and `out` into the chunks of `plan` and runs f on each pair.
-template <class In, class F, class Out, class InElement, class OutElement>
-void run_chunk_plan(parallel const& par, chunk_plan const& plan, In const& in, F const& f, Out&& out,
-                    InElement* in_first, OutElement* out_first, std::size_t axis, bool clear_output) {
+// Cuts `in` and `out` into the chunks of `plan` and runs f on each pair
+// through `run` (see run_chunks). `streaming`: see streaming_for.
+template <class Run, class In, class F, class Out, class InElement, class OutElement>
+void run_chunk_plan(Run const& run, chunk_plan const& plan, In const& in, F const& f, Out&& out,
+                    InElement* in_first, OutElement* out_first, std::size_t axis, bool clear_output,
+                    std::optional<bool> streaming_choice) {
   auto const& in_shape = in.shape();
   auto const& out_shape = out.shape();
   auto as_is = [](auto&& chunk) { return std::move(chunk); };
@@ -161,15 +173,15 @@ void run_chunk_plan(parallel const& par, chunk_plan const& plan, In const& in, F
     contiguous_slabs<InElement, chunk_shape_t<In>> ins(in_first, in_shape, false);
     contiguous_slabs<OutElement, chunk_shape_t<Out>> outs(out_first, out_shape, clear_output);
     if (overlaps(in_first, in.size(), out_first, out.size())) {
-      run_chunks(par, plan, ins, outs, f, as_is);
-    } else if (std::optional<bool> learn = streaming_for<OutElement>(par, out.size() * sizeof(OutElement))) {
+      run_chunks(run, plan, ins, outs, f, as_is);
+    } else if (streaming_choice) {
       streaming_state streaming;
-      streaming.learn = *learn;
+      streaming.learn = *streaming_choice;
       run_chunks(
-          par, plan, ins, outs, f, [&streaming](auto&& chunk) { return output_chunk(std::move(chunk), &streaming); },
+          run, plan, ins, outs, f, [&streaming](auto&& chunk) { return output_chunk(std::move(chunk), &streaming); },
           true);
     } else {
-      run_chunks(par, plan, ins, outs, f, no_alias);
+      run_chunks(run, plan, ins, outs, f, no_alias);
     }
   } else {
     // f's chunks are copies here, which never overlap each other.
@@ -177,8 +189,118 @@ void run_chunk_plan(parallel const& par, chunk_plan const& plan, In const& in, F
     if (clear_output) std::fill(out.begin(), out.end(), OutElement{});
     copied_slabs<in_value const, dense_chunk_t<In, in_value>> ins(in_first, in_shape, in.strides(), axis);
     copied_slabs<OutElement, dense_chunk_t<Out, OutElement>> outs(out_first, out_shape, out.strides(), axis);
-    run_chunks(par, plan, ins, outs, f, no_alias);
+    run_chunks(run, plan, ins, outs, f, no_alias);
   }
+}
+
+// Warm worker processes (see task_runner.hpp's remote_form): an array of
+// the call as a worker finds it, in one of the call's shared mappings.
+struct remote_array {
+  std::uint32_t mapping = 0;
+  std::uint64_t offset = 0;  // of the first element, in bytes
+  std::vector<std::size_t> shape;
+  std::vector<std::ptrdiff_t> strides;  // in elements
+};
+
+// The bytes an array with memory spans from its first element, or nothing
+// if a stride is negative (such views are copied, not mapped).
+template <class E, class Element>
+[[nodiscard]] std::optional<std::size_t> array_span_bytes(E const& e) {
+  auto const& shape = e.shape();
+  auto const& strides = e.strides();
+  std::size_t last = 0;
+  for (std::size_t d = 0; d < shape.size(); ++d) {
+    if (shape[d] == 0) return 0;
+    if (static_cast<std::ptrdiff_t>(strides[d]) < 0) return std::nullopt;
+    last += (shape[d] - 1) * static_cast<std::size_t>(strides[d]);
+  }
+  return (last + 1) * sizeof(Element);
+}
+
+// The shared mapping holding all of `e`'s elements, if there is one.
+template <class E, class Element>
+[[nodiscard]] std::optional<shared_mapping_location> find_array_mapping(E const& e, Element* first) {
+  std::optional<std::size_t> const bytes = array_span_bytes<E, Element>(e);
+  if (!bytes) return std::nullopt;
+  return find_shared_mapping(first, *bytes);
+}
+
+template <class E>
+[[nodiscard]] remote_array describe_remote_array(E const& e, shared_mapping_location const& where,
+                                                 std::uint32_t mapping) {
+  auto const& shape = e.shape();
+  auto const& strides = e.strides();
+  return {mapping, static_cast<std::uint64_t>(where.offset), std::vector<std::size_t>(shape.begin(), shape.end()),
+          std::vector<std::ptrdiff_t>(strides.begin(), strides.end())};
+}
+
+// An xtensor adaptor of Shape's rank over an array a worker mapped.
+template <class Element, class Shape>
+[[nodiscard]] auto adapt_remote_array(std::span<std::byte* const> mappings, remote_array const& a) {
+  bool rank_fits = true;
+  if constexpr (!std::is_same_v<Shape, xt::dynamic_shape<std::size_t>>) rank_fits = std::tuple_size<Shape>::value == a.shape.size();
+  if (a.mapping >= mappings.size() || a.shape.size() != a.strides.size() || !rank_fits)
+    throw error("a map_chunks call reached a worker process with a malformed array description");
+  Shape shape = xtl::make_sequence<Shape>(a.shape.size(), 0);
+  std::copy(a.shape.begin(), a.shape.end(), shape.begin());
+  auto strides = xtl::make_sequence<xt::get_strides_t<Shape>>(a.strides.size(), 0);
+  std::copy(a.strides.begin(), a.strides.end(), strides.begin());
+  std::size_t span = 1;
+  for (std::size_t d = 0; d < a.shape.size(); ++d)
+    span += a.shape[d] == 0 ? 0 : (a.shape[d] - 1) * static_cast<std::size_t>(a.strides[d]);
+  auto* first = reinterpret_cast<Element*>(mappings[a.mapping] + a.offset);
+  return xt::adapt(first, span, xt::no_ownership(), shape, strides);
+}
+
+// What a warm worker runs for map_chunks with a callable F without
+// captures: the same chunk plan over the same arrays, mapped there.
+template <class F, class InElement, class OutElement, class InShape, class OutShape>
+void run_remote_chunks(std::string_view payload, std::span<std::byte* const> mappings, remote_loop& loop) {
+  remote_array in_array;
+  remote_array out_array;
+  std::uint64_t axis = 0;
+  std::uint64_t extent = 0;
+  std::uint64_t chunk_extent = 0;
+  bool clear_output = false;
+  std::int8_t streaming = -1;
+  decode_values(payload, "a map_chunks call", in_array.mapping, in_array.offset, in_array.shape, in_array.strides,
+                out_array.mapping, out_array.offset, out_array.shape, out_array.strides, axis, extent, chunk_extent,
+                clear_output, streaming);
+  auto in = adapt_remote_array<InElement, InShape>(mappings, in_array);
+  auto out = adapt_remote_array<OutElement, OutShape>(mappings, out_array);
+  chunk_plan const plan(static_cast<std::size_t>(extent), static_cast<std::size_t>(chunk_extent));
+  F const f{};
+  run_chunk_plan([&loop](task_runner& runner, std::size_t count) { loop.run(runner, count); }, plan, in, f, out,
+                 static_cast<InElement*>(in.data()), static_cast<OutElement*>(out.data()),
+                 static_cast<std::size_t>(axis), clear_output,
+                 streaming < 0 ? std::nullopt : std::optional<bool>(streaming != 0));
+}
+
+// The remote form of a map_chunks call, or nothing if its output is not in
+// shared memory a worker can map.
+template <class F, class In, class Out, class InElement, class OutElement>
+[[nodiscard]] std::optional<remote_form> remote_chunks_form(In const& in, Out const& out, InElement* in_first,
+                                                            OutElement* out_first, std::size_t axis,
+                                                            chunk_plan const& plan, bool clear_output,
+                                                            std::optional<bool> streaming) {
+  std::optional<shared_mapping_location> const in_at = find_array_mapping(in, in_first);
+  std::optional<shared_mapping_location> const out_at = find_array_mapping(out, out_first);
+  if (!in_at || !out_at || !out_at->mapping.writable) return std::nullopt;
+  remote_form form;
+  form.entry = &run_remote_chunks<F, InElement, OutElement, chunk_shape_t<In>, chunk_shape_t<Out>>;
+  form.mappings.push_back(in_at->mapping);
+  std::uint32_t out_mapping = 0;
+  if (out_at->mapping.id != in_at->mapping.id) {
+    form.mappings.push_back(out_at->mapping);
+    out_mapping = 1;
+  }
+  remote_array const in_array = describe_remote_array(in, *in_at, 0);
+  remote_array const out_array = describe_remote_array(out, *out_at, out_mapping);
+  encode_values(form.payload, in_array.mapping, in_array.offset, in_array.shape, in_array.strides, out_array.mapping,
+                out_array.offset, out_array.shape, out_array.strides, static_cast<std::uint64_t>(axis),
+                static_cast<std::uint64_t>(plan.extent()), static_cast<std::uint64_t>(plan.chunk_extent()),
+                clear_output, static_cast<std::int8_t>(!streaming ? -1 : *streaming ? 1 : 0));
+  return form;
 }
 
 template <class In, class F, class Out>
@@ -204,7 +326,36 @@ void map_chunks_into(parallel const& par, In const& in, F const& f, Out&& out, c
     chunk_plan const plan(input_shape[how.axis], parallel_access::chunk_extent_for(par, input_shape, how.axis,
                                                                                    sizeof(in_element_type), how));
     if (plan.size() == 0) return;
-    run_chunk_plan(par, plan, in, f, std::forward<Out>(out), in_first, out_first, how.axis, clear_output);
+    std::optional<bool> const streaming = streaming_for<out_element_type>(par, out.size() * sizeof(out_element_type));
+    if constexpr (is_stateless_callable_v<F>) {
+      if (par.reuses_workers()) {
+        // Warm worker processes see only shared memory: an input elsewhere
+        // is copied there once for the call (joblib memory-maps large
+        // arguments likewise), never sent per task.
+        if (!find_array_mapping(in, in_first)) {
+          shared_array<std::remove_const_t<in_element_type>> staged(input_shape, uninitialized);
+          constexpr std::size_t rank = xt::get_rank<std::remove_cvref_t<In>>::value;
+          if constexpr (rank == dynamic_rank) {
+            std::copy(in.begin(), in.end(), staged.view().begin());
+            map_chunks_into(par, std::as_const(staged).view(), f, std::forward<Out>(out), how, clear_output);
+          } else {
+            std::copy(in.begin(), in.end(), staged.template view<rank>().begin());
+            map_chunks_into(par, std::as_const(staged).template view<rank>(), f, std::forward<Out>(out), how,
+                            clear_output);
+          }
+          return;
+        }
+        if (std::optional<remote_form> remote =
+                remote_chunks_form<F, In, Out>(in, out, in_first, out_first, how.axis, plan, clear_output, streaming)) {
+          run_chunk_plan([&](task_runner& runner,
+                             std::size_t count) { parallel_access::run(par, runner, count, &*remote); },
+                         plan, in, f, std::forward<Out>(out), in_first, out_first, how.axis, clear_output, streaming);
+          return;
+        }
+      }
+    }
+    run_chunk_plan([&](task_runner& runner, std::size_t count) { parallel_access::run(par, runner, count); }, plan, in,
+                   f, std::forward<Out>(out), in_first, out_first, how.axis, clear_output, streaming);
   }
 }
 

@@ -11,6 +11,9 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
+#include <string_view>
+#include <tuple>
 #include <ranges>
 #include <string>
 #include <type_traits>
@@ -21,6 +24,7 @@
 #include <xjob/batch_call.hpp>
 #include <xjob/chunking.hpp>
 #include <xjob/delayed.hpp>
+#include <xjob/detail/remote_call.hpp>
 #include <xjob/detail/result_codec.hpp>
 #include <xjob/detail/task_runner.hpp>
 #include <xjob/detail/to_vector.hpp>
@@ -72,6 +76,111 @@ constexpr void require_transferable() {
                 "`template <> inline constexpr bool xjob::in_process_only<T> = true;`.");
 }
 
+// The results of `count` tasks, task i storing `compute(i)`, in input order
+// (nothing for void); the tasks run through `run(runner, count)`: on a
+// parallel object in the caller, or on the loop of a warm worker process.
+template <class Result, class Compute, class Run>
+auto indexed_results(std::size_t count, Compute compute, Run const& run) {
+  using R = stored_result_t<Result>;
+  if constexpr (std::is_void_v<Result>) {
+    task_loop loop([&compute](std::size_t i) { compute(i); });
+    run(loop, count);
+  } else if constexpr (!result_allowed<R>) {
+    // xjob's message is the only error: the result codec is not
+    // instantiated, as cereal would add static_asserts of its own.
+    require_transferable<R>();
+    return std::vector<R>();
+  } else if constexpr (std::is_default_constructible_v<R> && !std::is_same_v<R, bool>) {
+    std::vector<R> results(count);
+    R* out = results.data();
+    task_loop loop([&compute, out](std::size_t i) { out[i] = compute(i); }, result_codec<R, R>(out));
+    run(loop, count);
+    return results;
+  } else {
+    // vector<bool> packs bits (concurrent writes would race) and other
+    // types cannot be default-constructed: fill optional slots first.
+    std::vector<std::optional<R>> slots(count);
+    task_loop loop([&compute, &slots](std::size_t i) { slots[i].emplace(compute(i)); },
+                   result_codec<R, std::optional<R>>(slots.data()));
+    run(loop, count);
+    std::vector<R> results;
+    results.reserve(count);
+    for (auto& slot : slots) results.push_back(std::move(*slot));
+    return results;
+  }
+}
+
+// Warm worker processes run map and delayed calls whose callable has no
+// captures and whose inputs travel: the caller encodes the inputs once per
+// call (functions as code addresses, for function pointers), and the worker
+// rebuilds the same tasks from them.
+template <class F, class Item, class Result>
+void run_remote_map(std::string_view payload, std::span<std::byte* const>, remote_loop& loop) {
+  code_address where;
+  std::vector<Item> items;
+  decode_values(payload, "the inputs of a map call", where, items);
+  void const* address = where.module.empty() && where.offset == 0 ? nullptr : resolve_code(where);
+  auto&& f = callable_object<F>(address);
+  (void)indexed_results<Result>(
+      items.size(), [&f, &items](std::size_t i) -> decltype(auto) { return std::invoke(f, std::as_const(items[i])); },
+      [&loop](task_runner& runner, std::size_t n) { loop.run(runner, n); });
+}
+
+template <class F, class Result, class... Args>
+void run_remote_delayed(std::string_view payload, std::span<std::byte* const>, remote_loop& loop) {
+  std::vector<code_address> functions;
+  std::vector<std::tuple<Args...>> arguments;
+  decode_values(payload, "the delayed calls", functions, arguments);
+  std::vector<void const*> addresses(arguments.size(), nullptr);
+  if constexpr (is_function_pointer_v<std::decay_t<F>>) {
+    if (functions.size() != arguments.size()) throw error("the delayed calls arrived without their functions");
+    for (std::size_t i = 0; i < functions.size(); ++i)
+      addresses[i] = i > 0 && functions[i].module == functions[i - 1].module && functions[i].offset == functions[i - 1].offset
+                         ? addresses[i - 1]
+                         : resolve_code(functions[i]);
+  }
+  (void)indexed_results<Result>(
+      arguments.size(),
+      [&](std::size_t i) -> decltype(auto) {
+        return std::apply(callable_object<F>(addresses[i]), std::as_const(arguments[i]));
+      },
+      [&loop](task_runner& runner, std::size_t n) { loop.run(runner, n); });
+}
+
+template <class F, class Item, class Result>
+inline constexpr bool map_runs_remote =
+    is_remote_callable_v<F> && transferable<Item> && std::is_default_constructible_v<Item> &&
+    std::is_copy_constructible_v<Item> && std::invocable<std::decay_t<F> const&, Item const&> &&
+    (std::is_void_v<Result> || transferable<stored_result_t<Result>>);
+
+template <class Call>
+struct delayed_remote : std::false_type {};
+template <class F, class... Args>
+struct delayed_remote<delayed_call<F, Args...>>
+    : std::bool_constant<is_remote_callable_v<F> && (transferable<Args> && ...) &&
+                         (std::is_default_constructible_v<Args> && ...) &&
+                         (std::is_void_v<typename delayed_call<F, Args...>::result_type> ||
+                          transferable<stored_result_t<typename delayed_call<F, Args...>::result_type>>)> {
+  template <class Tasks>
+  static remote_form make(Tasks const& tasks) {
+    using Result = typename delayed_call<F, Args...>::result_type;
+    remote_form form;
+    form.entry = &run_remote_delayed<F, Result, Args...>;
+    std::vector<code_address> functions;
+    std::vector<std::tuple<Args...>> arguments;
+    arguments.reserve(tasks.size());
+    if constexpr (is_function_pointer_v<std::decay_t<F>>) {
+      functions.reserve(tasks.size());
+      for (auto const& task : tasks)
+        functions.push_back(!functions.empty() && task.function() == (&task)[-1].function() ? functions.back()
+                                                                                            : function_address(task.function()));
+    }
+    for (auto const& task : tasks) arguments.push_back(task.arguments());
+    encode_values(form.payload, functions, arguments);
+    return form;
+  }
+};
+
 }  // namespace detail
 
 // A configured way to run work in parallel; cheap to copy (copies share the
@@ -99,6 +208,9 @@ class parallel {
   // Whether tasks run in worker processes (so side effects on the caller's
   // private memory stay in the workers; results and shared memory come back).
   [[nodiscard]] bool runs_out_of_process() const noexcept { return backend_->runs_out_of_process(); }
+  // Whether calls whose callable has no captures run on warm worker
+  // processes (processes backend, reuse_workers) rather than fresh forks.
+  [[nodiscard]] bool reuses_workers() const noexcept { return backend_->runs_remote_forms(); }
 
   // Runs delayed calls; returns their results in input order (nothing if
   // they return void). The first task to throw cancels the rest and is
@@ -107,8 +219,16 @@ class parallel {
     requires is_delayed_call_v<std::remove_cvref_t<std::ranges::range_reference_t<Calls>>>
   auto operator()(Calls&& calls) const {
     auto tasks = detail::to_vector(std::forward<Calls>(calls));
-    using R = typename std::ranges::range_value_t<decltype(tasks)>::result_type;
-    return run_indexed<R>(tasks.size(), [&tasks](std::size_t i) -> decltype(auto) { return tasks[i](); });
+    using Call = std::ranges::range_value_t<decltype(tasks)>;
+    using R = typename Call::result_type;
+    auto compute = [&tasks](std::size_t i) -> decltype(auto) { return tasks[i](); };
+    if constexpr (detail::delayed_remote<Call>::value) {
+      if (reuses_workers() && !tasks.empty()) {
+        detail::remote_form const remote = detail::delayed_remote<Call>::make(tasks);
+        return run_indexed<R>(tasks.size(), compute, &remote);
+      }
+    }
+    return run_indexed<R>(tasks.size(), compute);
   }
 
   // The same, as a stream of results in input order or completion order.
@@ -132,16 +252,17 @@ class parallel {
     requires std::invocable<F const&, std::ranges::range_reference_t<Args>>
   auto map(F const& f, Args&& args) const {
     using R = std::invoke_result_t<F const&, std::ranges::range_reference_t<Args>>;
+    using Item = std::remove_cvref_t<std::ranges::range_reference_t<Args>>;
     if constexpr (std::ranges::random_access_range<Args> && std::ranges::sized_range<Args>) {
       auto first = std::ranges::begin(args);
-      return run_indexed<R>(static_cast<std::size_t>(std::ranges::size(args)),
-                            [&f, first](std::size_t i) -> decltype(auto) {
-                              return std::invoke(f, first[static_cast<std::ptrdiff_t>(i)]);
-                            });
+      auto const count = static_cast<std::size_t>(std::ranges::size(args));
+      return run_map<R, Item>(f, args, count, [&f, first](std::size_t i) -> decltype(auto) {
+        return std::invoke(f, first[static_cast<std::ptrdiff_t>(i)]);
+      });
     } else {
       auto values = detail::to_vector(std::forward<Args>(args));
-      return run_indexed<R>(values.size(),
-                            [&f, &values](std::size_t i) -> decltype(auto) { return std::invoke(f, values[i]); });
+      return run_map<R, Item>(f, values, values.size(),
+                              [&f, &values](std::size_t i) -> decltype(auto) { return std::invoke(f, values[i]); });
     }
   }
 
@@ -198,45 +319,42 @@ class parallel {
 
  private:
   // Runs `runner`'s `count` tasks on the backend; throws the first failure.
-  void run(detail::task_runner& runner, std::size_t count) const;
+  // `remote`, if given, lets warm worker processes run the call (see
+  // task_runner.hpp).
+  void run(detail::task_runner& runner, std::size_t count, detail::remote_form const* remote = nullptr) const;
   [[nodiscard]] std::unique_ptr<batch_call> make_call(detail::task_runner& runner, std::size_t count,
-                                                      std::function<void(batch_range)> on_batch_done) const;
+                                                      std::function<void(batch_range)> on_batch_done,
+                                                      detail::remote_form const* remote = nullptr) const;
   void execute(batch_call& call) const;
   [[nodiscard]] std::size_t chunk_extent_for(std::span<std::size_t const> shape, std::size_t axis,
                                              std::size_t element_bytes, chunking const& how) const;
   static void check_chunk_shapes(std::span<std::size_t const> input_shape,
                                  std::span<std::size_t const> output_shape, std::size_t axis);
 
-  template <class Result, class Compute>
-  auto run_indexed(std::size_t count, Compute compute) const {
-    using R = detail::stored_result_t<Result>;
-    if constexpr (std::is_void_v<Result>) {
-      detail::task_loop loop([&compute](std::size_t i) { compute(i); });
-      run(loop, count);
-    } else if constexpr (!detail::result_allowed<R>) {
-      // xjob's message is the only error: the result codec is not
-      // instantiated, as cereal would add static_asserts of its own.
-      detail::require_transferable<R>();
-      return std::vector<R>();
-    } else if constexpr (std::is_default_constructible_v<R> && !std::is_same_v<R, bool>) {
-      std::vector<R> results(count);
-      R* out = results.data();
-      detail::task_loop loop([&compute, out](std::size_t i) { out[i] = compute(i); },
-                             detail::result_codec<R, R>(out));
-      run(loop, count);
-      return results;
-    } else {
-      // vector<bool> packs bits (concurrent writes would race) and other
-      // types cannot be default-constructed: fill optional slots first.
-      std::vector<std::optional<R>> slots(count);
-      detail::task_loop loop([&compute, &slots](std::size_t i) { slots[i].emplace(compute(i)); },
-                             detail::result_codec<R, std::optional<R>>(slots.data()));
-      run(loop, count);
-      std::vector<R> results;
-      results.reserve(count);
-      for (auto& slot : slots) results.push_back(std::move(*slot));
-      return results;
+  // map's tasks over `items`; on warm workers where f and the items allow.
+  template <class R, class Item, class F, class Items, class Compute>
+  auto run_map(F const& f, Items& items, std::size_t count, Compute compute) const {
+    if constexpr (detail::map_runs_remote<F, Item, R>) {
+      if (reuses_workers() && count > 0) {
+        detail::remote_form remote;
+        remote.entry = &detail::run_remote_map<F, Item, R>;
+        std::vector<Item> copies;
+        copies.reserve(count);
+        for (auto&& item : items) copies.push_back(item);
+        detail::encode_values(remote.payload, detail::function_address(f), copies);
+        return run_indexed<R>(count, std::move(compute), &remote);
+      }
     }
+    return run_indexed<R>(count, std::move(compute));
+  }
+
+  // Runs `compute(i)` for each task; `remote`, if given, lets warm worker
+  // processes run the call.
+  template <class Result, class Compute>
+  auto run_indexed(std::size_t count, Compute compute, detail::remote_form const* remote = nullptr) const {
+    return detail::indexed_results<Result>(
+        count, std::move(compute),
+        [this, remote](detail::task_runner& runner, std::size_t n) { run(runner, n, remote); });
   }
 
   template <class Result, class ReturnAs, class Compute>

@@ -12,6 +12,8 @@
 #include <optional>
 #include <string>
 
+#include <xjob/start_method.hpp>
+
 namespace xjob {
 
 // A snapshot of a running call, given to parallel_options::on_progress.
@@ -76,6 +78,18 @@ struct parallel_options {
   // The whole call running longer has all its workers killed and fails with
   // xjob::timeout_error.
   std::optional<std::chrono::duration<double>> call_timeout = std::nullopt;
+  // How worker processes start (multiprocessing's get_context): fork,
+  // forkserver or spawn; the latter two need xjob::init(argc, argv) and take
+  // only callables without captures. Unset: fork.
+  std::optional<xjob::start_method> start_method = std::nullopt;
+  // Whether calls whose callable has no captures run on warm workers kept
+  // between calls (loky's reusable executor), shared by every parallel
+  // object with the same n_jobs and start method. false: fresh workers are
+  // forked for each call. Unset: true.
+  std::optional<bool> reuse_workers = std::nullopt;
+  // Warm workers idle this long exit (they start again on demand). Unset:
+  // 300 s, as loky.
+  std::optional<std::chrono::duration<double>> idle_timeout = std::nullopt;
 };
 
 }  // namespace xjob

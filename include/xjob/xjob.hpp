@@ -19,6 +19,7 @@
 #include <xjob/parallel_options.hpp>
 #include <xjob/process.hpp>
 #include <xjob/process_pool.hpp>
+#include <xjob/process_workers.hpp>
 #include <xjob/results.hpp>
 #include <xjob/shared_array.hpp>
 #include <xjob/shared_array_view.hpp>

@@ -21,6 +21,12 @@ batch_call::batch_call(detail::task_runner& runner, std::size_t task_count, sett
 
 batch_call::~batch_call() = default;
 
+void batch_call::share_dispatch_state(dispatch_state& shared) noexcept {
+  shared.next.store(dispatch_->next.load(std::memory_order_relaxed), std::memory_order_relaxed);
+  shared.stop.store(dispatch_->stop.load(std::memory_order_relaxed), std::memory_order_relaxed);
+  dispatch_ = &shared;
+}
+
 batch_range batch_call::next_batch(batch_cursor& cursor) noexcept {
   if (stopped()) return {};
   if (settings_.batch_size) {

@@ -16,10 +16,14 @@ parallel::parallel(parallel_options options)
       backend_(make_backend(options_.backend, backend_settings{.n_jobs = *options_.n_jobs,
                                                                .retries = options_.retries.value_or(0),
                                                                .task_timeout = options_.task_timeout,
-                                                               .call_timeout = options_.call_timeout})) {}
+                                                               .call_timeout = options_.call_timeout,
+                                                               .start_method = *options_.start_method,
+                                                               .reuse_workers = *options_.reuse_workers,
+                                                               .idle_timeout = *options_.idle_timeout})) {}
 
 std::unique_ptr<batch_call> parallel::make_call(detail::task_runner& runner, std::size_t count,
-                                                std::function<void(batch_range)> on_batch_done) const {
+                                                std::function<void(batch_range)> on_batch_done,
+                                                detail::remote_form const* remote) const {
   batch_call::settings settings;
   settings.workers = *options_.n_jobs;
   settings.batch_size = options_.batch_size;
@@ -28,6 +32,7 @@ std::unique_ptr<batch_call> parallel::make_call(detail::task_runner& runner, std
   settings.verbose_name = fmt::format("parallel(n_jobs={})", *options_.n_jobs);
   settings.on_progress = options_.on_progress;
   settings.on_batch_done = std::move(on_batch_done);
+  settings.remote = remote;
   return std::make_unique<batch_call>(runner, count, std::move(settings));
 }
 
@@ -43,8 +48,8 @@ void parallel::execute(batch_call& call) const {
   call.rethrow_if_failed();
 }
 
-void parallel::run(detail::task_runner& runner, std::size_t count) const {
-  std::unique_ptr<batch_call> call = make_call(runner, count, {});
+void parallel::run(detail::task_runner& runner, std::size_t count, detail::remote_form const* remote) const {
+  std::unique_ptr<batch_call> call = make_call(runner, count, {}, remote);
   execute(*call);
 }
 

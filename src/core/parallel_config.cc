@@ -81,6 +81,9 @@ parallel_options resolve_options(parallel_options const& given) {
     if (!resolved.task_timeout) resolved.task_timeout = d.task_timeout;
     if (!resolved.call_timeout) resolved.call_timeout = d.call_timeout;
     if (!resolved.streaming) resolved.streaming = d.streaming;
+    if (!resolved.start_method) resolved.start_method = d.start_method;
+    if (!resolved.reuse_workers) resolved.reuse_workers = d.reuse_workers;
+    if (!resolved.idle_timeout) resolved.idle_timeout = d.idle_timeout;
   }
   if (std::optional<streaming_stores> forced = streaming_from_environment()) resolved.streaming = forced;
   if (!resolved.streaming) resolved.streaming = streaming_stores::automatic;
@@ -101,10 +104,15 @@ parallel_options resolve_options(parallel_options const& given) {
     throw invalid_argument(fmt::format("task_timeout must be positive, got {} s", resolved.task_timeout->count()));
   if (resolved.call_timeout && resolved.call_timeout->count() <= 0)
     throw invalid_argument(fmt::format("call_timeout must be positive, got {} s", resolved.call_timeout->count()));
+  if (resolved.idle_timeout && resolved.idle_timeout->count() <= 0)
+    throw invalid_argument(fmt::format("idle_timeout must be positive, got {} s", resolved.idle_timeout->count()));
   if (!out_of_process) {
     char const* asked = resolved.retries.value_or(0) > 0 ? "retries"
                         : resolved.task_timeout         ? "task_timeout"
                         : resolved.call_timeout         ? "call_timeout"
+                        : resolved.start_method         ? "start_method"
+                        : resolved.reuse_workers        ? "reuse_workers"
+                        : resolved.idle_timeout         ? "idle_timeout"
                                                         : nullptr;
     if (asked != nullptr)
       throw invalid_argument(fmt::format(
@@ -112,6 +120,9 @@ parallel_options resolve_options(parallel_options const& given) {
           "them in the caller's process, where a task cannot be killed",
           asked, resolved.backend));
   }
+  if (!resolved.start_method) resolved.start_method = start_method::fork;
+  if (!resolved.reuse_workers) resolved.reuse_workers = true;
+  if (!resolved.idle_timeout) resolved.idle_timeout = std::chrono::seconds(300);
   if (resolved.batch_size && *resolved.batch_size == 0)
     throw invalid_argument("batch_size must be at least 1, got 0 (leave it unset for automatic batching)");
   if (resolved.chunk_size && *resolved.chunk_size == 0)

@@ -77,7 +77,7 @@ void record_sender::wake_caller() noexcept {
   if (header_.caller_sleeping.load(std::memory_order_seq_cst) != 0 &&
       header_.caller_sleeping.exchange(0, std::memory_order_relaxed) != 0) {
     std::uint64_t const one = 1;
-    [[maybe_unused]] ssize_t const ignored = write(header_.wake_fd, &one, sizeof one);
+    [[maybe_unused]] ssize_t const ignored = write(wake_fd_, &one, sizeof one);
   }
 }
 
@@ -116,6 +116,64 @@ std::optional<record_receiver::record> record_receiver::next() {
 void record_receiver::reset() noexcept {
   pending_.clear();
   parsed_ = 0;
+}
+
+void run_batches(batch_call& call, record_sender& sender, worker_slot& slot, int worker, batch_range retry,
+                 bool per_task) noexcept {
+  std::string bytes;
+  batch_cursor cursor{worker, 1, {}};
+  // Runs [begin, end) and sends what completed; false if a task failed.
+  auto run_part = [&](std::size_t begin, std::size_t end) {
+    slot.in_task.store(1, std::memory_order_relaxed);
+    batch_outcome outcome = call.execute_batch({begin, end}, &slot.current_task);
+    slot.in_task.store(0, std::memory_order_relaxed);
+    if (outcome.completed_end > begin) {
+      bytes.clear();
+      call.runner().save_results(begin, outcome.completed_end, bytes);
+      sender.send(record_kind::results, begin, outcome.completed_end, bytes);
+    }
+    if (outcome.failure)
+      sender.send_failure(outcome.failure->task_index, outcome.failure->type_name, outcome.failure->message);
+    // What was sent is no longer held.
+    slot.held_begin.store(outcome.completed_end, std::memory_order_relaxed);
+    return outcome;
+  };
+  auto run_batch = [&](batch_range batch, bool tune) {
+    slot.held_begin.store(batch.begin, std::memory_order_relaxed);
+    slot.held_end.store(batch.end, std::memory_order_relaxed);
+    std::size_t completed_end = batch.begin;
+    bool failed = false;
+    if (per_task) {
+      for (std::size_t task = batch.begin; task < batch.end && !failed; ++task) {
+        batch_outcome const outcome = run_part(task, task + 1);
+        completed_end = outcome.completed_end;
+        failed = outcome.failure.has_value();
+        if (completed_end == task) break;  // stopped
+      }
+    } else {
+      batch_outcome const outcome = run_part(batch.begin, batch.end);
+      completed_end = outcome.completed_end;
+      failed = outcome.failure.has_value();
+    }
+    slot.held_end.store(slot.held_begin.load(std::memory_order_relaxed), std::memory_order_relaxed);
+    if (tune) call.tune_batch_size(cursor, batch, completed_end);
+    return !failed;
+  };
+  try {
+    if (!retry.empty() && !call.stopped()) (void)run_batch(retry, false);
+    for (;;) {
+      batch_range const batch = call.next_batch(cursor);
+      if (batch.empty() || !run_batch(batch, true)) break;
+    }
+  } catch (...) {
+    // A result that cannot be encoded (out of memory, a throwing save()).
+    task_failure failure = describe_current_exception(slot.held_begin.load(std::memory_order_relaxed));
+    call.cancel();
+    sender.send_failure(failure.task_index, failure.type_name,
+                        "its result could not be sent back from the worker: " + failure.message);
+    slot.in_task.store(0, std::memory_order_relaxed);
+    slot.held_end.store(slot.held_begin.load(std::memory_order_relaxed), std::memory_order_relaxed);
+  }
 }
 
 std::pair<std::string, std::string> decode_failure(std::string_view payload) {

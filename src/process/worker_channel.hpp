@@ -21,7 +21,8 @@ inline constexpr std::size_t ring_bytes = std::size_t(512) << 10;
 
 struct alignas(64) call_header {
   std::atomic<std::uint32_t> caller_sleeping{0};
-  int wake_fd = -1;  // eventfd the caller polls
+  // Where the call's batches are taken (see batch_call::dispatch_state).
+  batch_call::dispatch_state dispatch;
 };
 
 struct alignas(64) worker_slot {
@@ -53,8 +54,9 @@ struct record_header {
 // The worker's end.
 class record_sender {
  public:
-  record_sender(call_header& header, worker_slot& slot, std::byte* ring, bool prompt) noexcept
-      : header_(header), slot_(slot), ring_(ring), prompt_(prompt) {}
+  // `wake_fd`: the caller's eventfd, as this process has it.
+  record_sender(call_header& header, worker_slot& slot, std::byte* ring, bool prompt, int wake_fd) noexcept
+      : header_(header), slot_(slot), ring_(ring), prompt_(prompt), wake_fd_(wake_fd) {}
 
   // Blocks while the ring is full.
   void send(record_kind kind, std::size_t begin, std::size_t end, std::string_view payload) noexcept;
@@ -69,6 +71,7 @@ class record_sender {
   worker_slot& slot_;
   std::byte* ring_;
   bool prompt_;
+  int wake_fd_;
   std::string scratch_;
 };
 
@@ -98,6 +101,16 @@ class record_receiver {
   std::string pending_;
   std::size_t parsed_ = 0;
 };
+
+// A worker process's part of a call, whatever started the worker: first
+// the tasks of `retry` (what a dead worker held), then batches taken from
+// the call until none is left or the call stopped. Results go back through
+// `sender`; `slot` says what the worker holds and runs. With `per_task`,
+// results are sent after each task, so that a worker dying loses only the
+// task it was running (retries re-run just that one). Never throws: a
+// result that cannot be encoded is sent as a failure.
+void run_batches(batch_call& call, record_sender& sender, worker_slot& slot, int worker, batch_range retry,
+                 bool per_task) noexcept;
 
 // Decodes a failure record's payload into type name and message.
 [[nodiscard]] std::pair<std::string, std::string> decode_failure(std::string_view payload);

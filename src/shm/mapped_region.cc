@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -12,6 +13,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <iterator>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <utility>
@@ -39,8 +42,10 @@ std::size_t page_size() {
 
 std::size_t round_to_pages(std::size_t bytes) { return (bytes + page_size() - 1) / page_size() * page_size(); }
 
-// Freed anonymous mappings kept for reuse. Small ones are not worth it:
-// their faults are cheap and they would fragment the cache.
+// Every mapping with its descriptor, and the freed anonymous mappings kept
+// for reuse (small ones are not worth it: their faults are cheap and they
+// would fragment the cache). One lock for both: a forked child must find
+// neither held.
 class region_cache {
  public:
   static constexpr std::size_t smallest_cached = std::size_t(1) << 20;
@@ -58,10 +63,71 @@ class region_cache {
   static void after_fork_in_parent() noexcept { instance().mutex_.unlock(); }
   static void after_fork_in_child() noexcept {
     region_cache& cache = instance();
-    for (auto const& [base, length] : cache.entries_) munmap(base, length);
+    for (auto const& [base, length] : cache.entries_) {
+      auto const found = cache.mappings_.find(base);
+      if (found != cache.mappings_.end()) {
+        ::close(found->second.fd);
+        cache.mappings_.erase(found);
+      }
+      munmap(base, length);
+    }
     cache.entries_.clear();
     cache.held_ = 0;
     cache.mutex_.unlock();
+  }
+
+  // Registers a new mapping of `fd` (which the registry now owns); returns its id.
+  std::uint64_t add(std::byte* base, std::size_t length, int fd, bool writable) {
+    std::lock_guard lock(mutex_);
+    std::uint64_t const id = ++last_id_;
+    mappings_.emplace(base, shared_mapping{fd, id, length, writable});
+    return id;
+  }
+
+  std::optional<shared_mapping_location> find(void const* first, std::size_t bytes) {
+    auto const* byte = static_cast<std::byte const*>(first);
+    std::lock_guard lock(mutex_);
+    auto after = mappings_.upper_bound(const_cast<std::byte*>(byte));
+    if (after == mappings_.begin()) return std::nullopt;
+    auto const& [base, mapping] = *std::prev(after);
+    std::size_t const offset = static_cast<std::size_t>(byte - base);
+    if (offset > mapping.bytes || bytes > mapping.bytes - offset) return std::nullopt;
+    return shared_mapping_location{mapping, offset};
+  }
+
+  // Unmaps a mapping, closes its descriptor and tells the listener.
+  void unmap(std::byte* base, std::size_t length) noexcept {
+    std::optional<shared_mapping> mapping;
+    mapping_released_listener listener = nullptr;
+    {
+      std::lock_guard lock(mutex_);
+      if (auto const found = mappings_.find(base); found != mappings_.end()) {
+        mapping = found->second;
+        mappings_.erase(found);
+      }
+      listener = listener_;
+    }
+    munmap(base, length);
+    if (!mapping) return;
+    ::close(mapping->fd);
+    if (listener != nullptr) listener(mapping->id);
+  }
+
+  void drop_all() noexcept {
+    std::lock_guard lock(mutex_);
+    for (auto const& [base, mapping] : mappings_) {
+      munmap(base, mapping.bytes);
+      ::close(mapping.fd);
+    }
+    mappings_.clear();
+    entries_.clear();
+    held_ = 0;
+    listener_ = nullptr;
+  }
+
+  void set_listener(mapping_released_listener listener) noexcept {
+    std::lock_guard lock(mutex_);
+    listener_ = listener;
   }
 
   // A cached mapping of at least `bytes` and at most a quarter more.
@@ -98,7 +164,7 @@ class region_cache {
         entries_.erase(entries_.begin());
       }
     }
-    for (auto const& [b, l] : evicted) munmap(b, l);
+    for (auto const& [b, l] : evicted) unmap(b, l);
     return true;
   }
 
@@ -109,7 +175,7 @@ class region_cache {
       all.swap(entries_);
       held_ = 0;
     }
-    for (auto const& [b, l] : all) munmap(b, l);
+    for (auto const& [b, l] : all) unmap(b, l);
   }
 
   std::size_t held() noexcept {
@@ -120,6 +186,14 @@ class region_cache {
  private:
   region_cache() {
     pthread_atfork(&before_fork, &after_fork_in_parent, &after_fork_in_child);
+    // Each mapping keeps its descriptor open (for warm workers), so a
+    // program holding many arrays needs more than the usual soft limit of
+    // 1024 descriptors: it is raised to the hard limit, as Go's runtime
+    // does.
+    if (rlimit limit{}; getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+      limit.rlim_cur = limit.rlim_max;
+      setrlimit(RLIMIT_NOFILE, &limit);
+    }
     if (char const* text = std::getenv("XJOB_SHM_CACHE_BYTES"); text != nullptr && *text != '\0') {
       limit_ = std::strtoull(text, nullptr, 10);
     } else {
@@ -129,6 +203,9 @@ class region_cache {
   }
 
   std::mutex mutex_;
+  std::map<std::byte*, shared_mapping> mappings_;
+  std::uint64_t last_id_ = 0;
+  mapping_released_listener listener_ = nullptr;
   std::vector<std::pair<std::byte*, std::size_t>> entries_;
   std::size_t held_ = 0;
   std::size_t limit_ = 0;
@@ -142,6 +219,17 @@ mode_t current_umask() {
   while (std::getline(status, line))
     if (line.rfind("Umask:", 0) == 0) return static_cast<mode_t>(std::strtoul(line.c_str() + 6, nullptr, 8));
   return 022;
+}
+
+// Hands `fd` to the registry; should that fail (out of memory), the mapping
+// still works in this process and its workers forked per call, and only
+// warm workers cannot be given it.
+void register_mapping(std::byte* base, std::size_t length, int fd, bool writable) noexcept {
+  try {
+    (void)region_cache::instance().add(base, length, fd, writable);
+  } catch (...) {
+    ::close(fd);
+  }
 }
 
 }  // namespace
@@ -167,7 +255,8 @@ mapped_region::~mapped_region() { release(); }
 void mapped_region::release() noexcept {
   if (base_ != nullptr) {
     // Files are never cached: their pages belong to the file.
-    if (is_file() || !region_cache::instance().give(base_, mapped_length_)) munmap(base_, mapped_length_);
+    if (is_file() || !region_cache::instance().give(base_, mapped_length_))
+      region_cache::instance().unmap(base_, mapped_length_);
   }
   if (!committed_ && !partial_path_.empty()) {
     if (::unlink(partial_path_.c_str()) != 0 && errno != ENOENT)
@@ -202,11 +291,16 @@ mapped_region mapped_region::anonymous(std::size_t bytes, region_fill fill) {
     throw_errno(code, fmt::format("cannot size shared memory to {} bytes", length));
   }
   void* base = mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  int const code = errno;
-  ::close(fd);  // the mapping keeps the memory alive
-  if (base == MAP_FAILED) throw_errno(code, fmt::format("cannot map {} bytes of shared memory", length));
+  if (base == MAP_FAILED) {
+    int const code = errno;
+    ::close(fd);
+    throw_errno(code, fmt::format("cannot map {} bytes of shared memory", length));
+  }
   region.base_ = static_cast<std::byte*>(base);
   region.mapped_length_ = length;
+  // The descriptor stays open with the mapping, for workers that started
+  // before it (see find_shared_mapping).
+  register_mapping(region.base_, length, fd, true);
   return region;
 }
 
@@ -242,9 +336,9 @@ mapped_region mapped_region::create_file(std::filesystem::path const& final_path
   }
   void* base = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (base == MAP_FAILED) fail(errno, fmt::format("cannot map {}", partial));
-  ::close(fd);
   region.base_ = static_cast<std::byte*>(base);
   region.length_ = region.mapped_length_ = total;
+  register_mapping(region.base_, total, fd, true);
   return region;
 }
 
@@ -264,13 +358,16 @@ mapped_region mapped_region::open_file(std::filesystem::path const& path, region
   }
   auto const length = static_cast<std::size_t>(info.st_size);
   void* base = mmap(nullptr, length, writable ? PROT_READ | PROT_WRITE : PROT_READ, MAP_SHARED, fd, 0);
-  int const code = errno;
-  ::close(fd);
-  if (base == MAP_FAILED) throw npy_error(path, "cannot map", std::error_code(code, std::generic_category()));
+  if (base == MAP_FAILED) {
+    int const code = errno;
+    ::close(fd);
+    throw npy_error(path, "cannot map", std::error_code(code, std::generic_category()));
+  }
   mapped_region region;
   region.base_ = static_cast<std::byte*>(base);
   region.length_ = region.mapped_length_ = length;
   region.final_path_ = path;
+  register_mapping(region.base_, length, fd, writable);
   return region;
 }
 
@@ -281,6 +378,16 @@ void mapped_region::commit() {
   committed_ = true;
   partial_path_.clear();
 }
+
+std::optional<shared_mapping_location> find_shared_mapping(void const* first, std::size_t bytes) {
+  return region_cache::instance().find(first, bytes);
+}
+
+void set_mapping_released_listener(mapping_released_listener listener) noexcept {
+  region_cache::instance().set_listener(listener);
+}
+
+void drop_inherited_mappings() noexcept { region_cache::instance().drop_all(); }
 
 void trim_region_cache() noexcept { region_cache::instance().trim(); }
 std::size_t region_cache_bytes() noexcept { return region_cache::instance().held(); }

@@ -5,8 +5,12 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
+
+#include <xjob/detail/task_runner.hpp>
 
 namespace xjob::detail {
 
@@ -59,6 +63,29 @@ class mapped_region {
   std::filesystem::path final_path_;
   std::filesystem::path partial_path_;
 };
+
+// Every mapping made here is registered with its descriptor while it is
+// mapped (cached ones too), so that a worker process that started before it
+// can be handed the same memory.
+struct shared_mapping_location {
+  shared_mapping mapping;
+  std::size_t offset = 0;  // where the block starts in the mapping
+};
+// The registered mapping holding [first, first + bytes), if one does.
+// Thread-safe.
+[[nodiscard]] std::optional<shared_mapping_location> find_shared_mapping(void const* first, std::size_t bytes);
+
+// Called with the id of each registered mapping this process unmaps
+// (outside any lock, from the thread that unmaps it), so that workers can
+// unmap their copies and the memory is given back. One listener; setting it
+// again replaces it.
+using mapping_released_listener = void (*)(std::uint64_t id) noexcept;
+void set_mapping_released_listener(mapping_released_listener listener) noexcept;
+
+// In a worker process forked from the caller, before it maps anything: unmaps
+// every registered mapping it inherited (and closes their descriptors), so
+// that memory the caller frees later is not kept alive by the worker.
+void drop_inherited_mappings() noexcept;
 
 // Releases every cached anonymous mapping (see xjob::trim_shared_memory_cache).
 void trim_region_cache() noexcept;

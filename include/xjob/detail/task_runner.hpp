@@ -6,11 +6,14 @@
 
 #include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <exception>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 namespace xjob::detail {
 
@@ -94,6 +97,39 @@ class task_loop final : public task_runner {
  private:
   RunOne run_one_;
   Results results_;
+};
+
+// How a worker process that started before the call (a warm worker of the
+// processes backend) runs it: a function of the program, found there by its
+// code address, rebuilds the call's tasks from `payload` and the call's
+// shared memory, then hands them to `loop`, which runs batches until the
+// call is done. The front end makes one only for callables without
+// captures: a closure's state exists only in the caller.
+class remote_loop {
+ public:
+  virtual void run(task_runner& runner, std::size_t task_count) = 0;
+
+ protected:
+  ~remote_loop() = default;
+};
+
+// Memory of the caller that a warm worker maps: a memfd or file mapping
+// (see mapped_region), passed as a descriptor.
+struct shared_mapping {
+  int fd = -1;            // the caller's descriptor, still owned by the mapping
+  std::uint64_t id = 0;   // unique in the caller while the mapping lives
+  std::size_t bytes = 0;  // mapped length
+  bool writable = true;
+};
+
+// Rebuilds and runs a call in a warm worker. `mappings[i]` is where the
+// call's shared_mapping i is mapped there.
+using remote_entry = void (*)(std::string_view payload, std::span<std::byte* const> mappings, remote_loop& loop);
+
+struct remote_form {
+  remote_entry entry = nullptr;
+  std::string payload;
+  std::vector<shared_mapping> mappings;
 };
 
 }  // namespace xjob::detail

@@ -1,8 +1,10 @@
-// "processes": for each call, n_jobs worker processes forked from the caller.
-// Forked workers already hold everything the tasks use (closures, their
-// captures, input arrays), so nothing is serialised on the way out; workers
-// take batches from the call's fork-shared counter (no system call per
-// batch) and send results back through rings in shared memory. The caller
+// "processes": worker processes, warm or forked for the call. A call whose
+// callable has no captures (it has a remote form) runs on warm workers kept
+// between calls (see warm_workers.hpp); any other call on n_jobs workers
+// forked from the caller, which already hold everything the tasks use
+// (closures, their captures, input arrays). Either way workers take batches
+// from the call's shared dispatch state (no system call per batch) and send
+// results back through rings in the call's shared block. The caller
 // supervises: it collects results, reaps workers through pidfds, tells
 // which task a dead or stuck worker was running, re-runs it on a fresh
 // worker when retries allow, and enforces the timeouts.
@@ -31,11 +33,16 @@
 #include <xjob/backend.hpp>
 #include <xjob/cpu_count.hpp>
 #include <xjob/detail/mapped_region.hpp>
+#include <xjob/detail/remote_call.hpp>
+#include <xjob/detail/value_codec.hpp>
 #include <xjob/errors.hpp>
 #include <xjob/worker.hpp>
 
-#include "src/process/child.hpp"
+#include "src/backends/processes/warm_workers.hpp"
+#include "src/backends/processes/worker_process.hpp"
+#include "src/process/fd.hpp"
 #include "src/process/fork_support.hpp"
+#include "src/process/frame_channel.hpp"
 #include "src/process/worker_channel.hpp"
 
 namespace xjob::detail {
@@ -48,91 +55,39 @@ using seconds = std::chrono::duration<double>;
 // How long the caller waits for its other threads to go idle before forking.
 constexpr std::chrono::microseconds fork_patience(10'000);
 
-[[noreturn]] void throw_errno(std::string const& what) {
-  throw std::system_error(errno, std::generic_category(), what);
-}
-
 std::size_t round_up(std::size_t bytes, std::size_t unit) { return (bytes + unit - 1) / unit * unit; }
 
-// How a worker ended: killed by `signal`, or exited with `status`.
-struct worker_end {
-  int signal = 0;
-  int status = 0;
-};
-
-// One forked worker; killed and reaped at the latest by the destructor, so
-// no path leaves a zombie.
-class worker_process {
- public:
-  worker_process() = default;
-  worker_process(worker_process const&) = delete;
-  worker_process& operator=(worker_process const&) = delete;
-  ~worker_process() {
-    if (alive()) {
-      kill();
-      (void)reap();
-    }
-  }
-
-  void started(pid_t pid) {
-    pidfd_ = process::open_child_pidfd(pid);
-    pid_ = pid;
-    timed_out_task.reset();
-    watched_task.reset();
-  }
-
-  [[nodiscard]] bool alive() const noexcept { return pidfd_ >= 0; }
-  [[nodiscard]] pid_t pid() const noexcept { return pid_; }
-  [[nodiscard]] int pidfd() const noexcept { return pidfd_; }
-
-  void kill() const noexcept { process::signal_child(pidfd_, SIGKILL); }
-
-  // Waits for the worker to end and collects it.
-  worker_end reap() noexcept {
-    process::child_end const end = process::wait_child(pidfd_, true);
-    close(pidfd_);
-    pidfd_ = -1;
-    // A failed wait (reaped elsewhere): its status is unknown, so only lost
-    // work can tell.
-    if (end.error != 0) return {};
-    return {end.signal, end.status};
-  }
-
-  // Set when the supervisor killed the worker for running a task too long.
-  std::optional<std::size_t> timed_out_task;
-  // The task the supervisor saw the worker run, and since when.
-  std::optional<std::size_t> watched_task;
-  clock_type::time_point watched_since{};
-
- private:
-  pid_t pid_ = -1;
-  int pidfd_ = -1;
-};
-
-// One call on worker processes, from the first fork to the last reap.
+// One call on worker processes: forked for it (`warm` null), from the first
+// fork to the last reap, or the warm workers of `warm`, from handing them
+// the call to their last "done".
 class call_supervisor {
  public:
-  call_supervisor(batch_call& call, backend_settings const& settings)
+  call_supervisor(batch_call& call, backend_settings const& settings, warm::worker_set* warm)
       : call_(call),
         settings_(settings),
+        warm_(warm),
         worker_count_(static_cast<std::size_t>(
             std::clamp<std::size_t>(call.task_count(), 1, static_cast<std::size_t>(call.worker_count())))),
         caller_pid_(getpid()),
         cpu_share_(std::max(1, cpu_count() / static_cast<int>(worker_count_))),
-        workers_(worker_count_),
+        own_workers_(warm != nullptr ? 0 : worker_count_),
+        running_(worker_count_, false),
         covered_(call.task_count(), false) {
-    std::size_t const slots_at = round_up(sizeof(process::call_header), 4096);
-    std::size_t const rings_at = round_up(slots_at + worker_count_ * sizeof(process::worker_slot), 4096);
-    block_ = mapped_region::anonymous(rings_at + worker_count_ * process::ring_bytes, region_fill::unspecified);
+    slots_at_ = round_up(sizeof(process::call_header), 4096);
+    rings_at_ = round_up(slots_at_ + worker_count_ * sizeof(process::worker_slot), 4096);
+    block_ = mapped_region::anonymous(rings_at_ + worker_count_ * process::ring_bytes, region_fill::unspecified);
     header_ = new (block_.base()) process::call_header();
+    call_.share_dispatch_state(header_->dispatch);
+    std::size_t const slots_at = slots_at_;
+    std::size_t const rings_at = rings_at_;
     for (std::size_t w = 0; w < worker_count_; ++w) {
       slots_.push_back(new (block_.base() + slots_at + w * sizeof(process::worker_slot)) process::worker_slot());
       rings_.push_back(block_.base() + rings_at + w * process::ring_bytes);
       receivers_.emplace_back(*slots_.back(), rings_.back());
     }
-    wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (wake_fd_ < 0) throw_errno("creating an eventfd for worker processes");
-    header_->wake_fd = wake_fd_;
+    wake_fd_.reset(process::move_above_stdio(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)));
+    if (!wake_fd_) process::throw_errno(errno, "cannot create an eventfd for worker processes");
+    if (warm_ != nullptr) prepare_warm_request();
     if (settings_.call_timeout)
       deadline_ = clock_type::now() + std::chrono::duration_cast<clock_type::duration>(*settings_.call_timeout);
   }
@@ -140,13 +95,22 @@ class call_supervisor {
   call_supervisor(call_supervisor const&) = delete;
   call_supervisor& operator=(call_supervisor const&) = delete;
 
-  // Workers still alive are killed and reaped by their own destructors,
-  // which run before the shared block is unmapped.
-  ~call_supervisor() { close(wake_fd_); }
+  // Forked workers still alive are killed and reaped by their own
+  // destructors, which run before the shared block is unmapped. Warm ones
+  // still in the call (the supervisor failed) are killed too: a "done" of
+  // theirs must not reach the next call.
+  ~call_supervisor() {
+    if (warm_ == nullptr) return;
+    for (std::size_t w = 0; w < worker_count_; ++w)
+      if (running_[w]) {
+        warm_->worker(w).kill();
+        (void)warm_->worker(w).reap();
+      }
+  }
 
   void run() {
-    process::prepare_to_fork(fork_patience);
-    for (std::size_t w = 0; w < worker_count_; ++w) spawn(w, {});
+    if (warm_ == nullptr) process::prepare_to_fork(fork_patience);
+    for (std::size_t w = 0; w < worker_count_; ++w) start(w, {});
     do {
       supervise();
     } while (rerun_lost_tasks());
@@ -162,15 +126,81 @@ class call_supervisor {
     bool timed_out = false;           // killed by the supervisor for task_timeout
   };
 
-  void spawn(std::size_t w, batch_range retry) {
+  worker_process& worker(std::size_t w) { return warm_ != nullptr ? warm_->worker(w) : own_workers_[w]; }
+
+  // Starts worker w on the call: a fresh fork, or the call handed to warm
+  // worker w (started first if it is not alive). `retry`: tasks a dead
+  // worker held, run first.
+  void start(std::size_t w, batch_range retry) {
     process::worker_slot* slot = new (slots_[w]) process::worker_slot();
     slot->retry_begin = retry.begin;
     slot->retry_end = retry.end;
     receivers_[w].reset();
+    worker(w).timed_out_task.reset();
+    worker(w).watched_task.reset();
+    if (warm_ != nullptr) {
+      hand_over(w, retry);
+      return;
+    }
     pid_t const pid = fork();
-    if (pid < 0) throw_errno("forking a worker process");
+    if (pid < 0) process::throw_errno(errno, "cannot fork a worker process");
     if (pid == 0) work_in_child(w);
-    workers_[w].started(pid);
+    own_workers_[w].started(pid);
+    running_[w] = true;
+  }
+
+  // The request every warm worker of the call gets, less its index and retry.
+  void prepare_warm_request() {
+    detail::remote_form const& form = *call_.remote();
+    request_.entry = locate_code(reinterpret_cast<void const*>(form.entry));
+    request_.payload = form.payload;
+    request_.task_count = call_.task_count();
+    auto const& options = call_.options();
+    request_.workers = options.workers;
+    request_.batch_size = options.batch_size.value_or(0);
+    request_.target_batch_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(options.target_batch_duration).count();
+    request_.prompt = call_.reports_progress();
+    request_.per_task = settings_.retries > 0;
+    request_.slots_at = slots_at_;
+    request_.rings_at = rings_at_;
+    std::optional<shared_mapping_location> const block = find_shared_mapping(block_.base(), block_.length());
+    if (!block) throw error("the call's shared block has no descriptor to hand to warm workers");
+    fds_.push_back(wake_fd_.get());
+    auto add = [&](shared_mapping const& mapping) {
+      request_.mapping_ids.push_back(mapping.id);
+      request_.mapping_bytes.push_back(mapping.bytes);
+      request_.mapping_writable.push_back(mapping.writable ? 1 : 0);
+      fds_.push_back(mapping.fd);
+    };
+    add(block->mapping);
+    for (shared_mapping const& mapping : form.mappings) add(mapping);
+    if (fds_.size() > process::max_frame_fds) throw error("a call has too many shared arrays to hand to warm workers");
+    warm_->handed_out(request_.mapping_ids);
+  }
+
+  void hand_over(std::size_t w, batch_range retry) {
+    worker_process& warm_worker = warm_->ready_worker(w);
+    request_.worker = static_cast<std::int32_t>(w);
+    request_.retry_begin = retry.begin;
+    request_.retry_end = retry.end;
+    running_[w] = true;
+    // A worker that cannot be told is dying: its pidfd says how.
+    if (!warm_->send(w, warm::frame::call, encode_value(request_), fds_)) warm_worker.kill();
+  }
+
+  // A frame from warm worker w; false if its channel ended.
+  bool on_message(std::size_t w) {
+    std::uint32_t kind = 0;
+    std::string payload;
+    std::vector<process::unique_fd> fds;
+    if (!process::receive_frame(worker(w).channel(), kind, payload, fds)) return false;
+    if (static_cast<warm::frame>(kind) != warm::frame::done || !running_[w]) return false;
+    drain(w);  // all it sent is in the ring before its "done"
+    running_[w] = false;
+    if (!payload.empty())
+      fail_with(std::make_exception_ptr(
+          error(fmt::format("worker process {} could not run the call: {}", worker(w).pid(), payload))));
+    return true;
   }
 
   // The worker's whole life; never returns into the caller's code.
@@ -178,53 +208,21 @@ class call_supervisor {
     if (!process::become_worker(caller_pid_, cpu_share_)) _exit(1);
     set_worker_index(static_cast<int>(w));
     process::worker_slot& slot = *slots_[w];
-    process::record_sender sender(*header_, slot, rings_[w], call_.reports_progress());
-    std::string bytes;
-    batch_cursor cursor{static_cast<int>(w), 1, {}};
-    auto run_batch = [&](batch_range batch, bool tune) {
-      slot.held_begin.store(batch.begin, std::memory_order_relaxed);
-      slot.held_end.store(batch.end, std::memory_order_relaxed);
-      slot.in_task.store(1, std::memory_order_relaxed);
-      batch_outcome outcome = call_.execute_batch(batch, &slot.current_task);
-      slot.in_task.store(0, std::memory_order_relaxed);
-      if (outcome.completed_end > batch.begin) {
-        bytes.clear();
-        call_.runner().save_results(batch.begin, outcome.completed_end, bytes);
-        sender.send(process::record_kind::results, batch.begin, outcome.completed_end, bytes);
-      }
-      if (outcome.failure)
-        sender.send_failure(outcome.failure->task_index, outcome.failure->type_name, outcome.failure->message);
-      slot.held_end.store(batch.begin, std::memory_order_relaxed);
-      if (tune) call_.tune_batch_size(cursor, batch, outcome.completed_end);
-      return !outcome.failure;
-    };
-    try {
-      if (slot.retry_end > slot.retry_begin && !call_.stopped()) (void)run_batch({slot.retry_begin, slot.retry_end}, false);
-      for (;;) {
-        batch_range const batch = call_.next_batch(cursor);
-        if (batch.empty() || !run_batch(batch, true)) break;
-      }
-    } catch (...) {
-      // A result that cannot be encoded (out of memory, a throwing save()).
-      task_failure failure = describe_current_exception(slot.held_begin.load(std::memory_order_relaxed));
-      call_.cancel();
-      sender.send_failure(failure.task_index, failure.type_name,
-                          "its result could not be sent back from the worker: " + failure.message);
-      slot.in_task.store(0, std::memory_order_relaxed);
-      slot.held_end.store(slot.held_begin.load(std::memory_order_relaxed), std::memory_order_relaxed);
-    }
+    process::record_sender sender(*header_, slot, rings_[w], call_.reports_progress(), wake_fd_.get());
+    process::run_batches(call_, sender, slot, static_cast<int>(w), {slot.retry_begin, slot.retry_end},
+                         settings_.retries > 0);
     std::fflush(nullptr);
     _exit(0);
   }
 
-  // Collects results and ends of workers until none is alive.
+  // Collects results, "done"s and ends of workers until none is running.
   void supervise() {
     std::vector<pollfd> polled;
     std::vector<std::size_t> polled_worker;
     for (;;) {
       bool const progressed = drain_all();
       check_timeouts(clock_type::now());
-      if (std::none_of(workers_.begin(), workers_.end(), [](auto const& w) { return w.alive(); })) return;
+      if (std::none_of(running_.begin(), running_.end(), [](bool running) { return running; })) return;
       if (progressed) continue;
       // Sleep, unless a worker published between the drain and now.
       header_->caller_sleeping.store(1, std::memory_order_seq_cst);
@@ -232,23 +230,35 @@ class call_supervisor {
         header_->caller_sleeping.store(0, std::memory_order_relaxed);
         continue;
       }
-      polled.assign(1, pollfd{wake_fd_, POLLIN, 0});
+      // Per running worker its pidfd, and a warm one's channel.
+      polled.assign(1, pollfd{wake_fd_.get(), POLLIN, 0});
       polled_worker.assign(1, 0);
-      for (std::size_t w = 0; w < worker_count_; ++w)
-        if (workers_[w].alive()) {
-          polled.push_back(pollfd{workers_[w].pidfd(), POLLIN, 0});
+      for (std::size_t w = 0; w < worker_count_; ++w) {
+        if (!running_[w]) continue;
+        polled.push_back(pollfd{worker(w).pidfd(), POLLIN, 0});
+        polled_worker.push_back(w);
+        if (warm_ != nullptr) {
+          polled.push_back(pollfd{worker(w).channel(), POLLIN, 0});
           polled_worker.push_back(w);
         }
+      }
       int const ready = poll(polled.data(), polled.size(), poll_timeout_ms(clock_type::now()));
       header_->caller_sleeping.store(0, std::memory_order_relaxed);
-      if (ready < 0 && errno != EINTR) throw_errno("waiting for worker processes");
+      if (ready < 0 && errno != EINTR) process::throw_errno(errno, "cannot wait for worker processes");
       if (ready <= 0) continue;
       if (polled[0].revents != 0) {
         std::uint64_t count = 0;
-        [[maybe_unused]] ssize_t const ignored = read(wake_fd_, &count, sizeof count);
+        [[maybe_unused]] ssize_t const ignored = read(wake_fd_.get(), &count, sizeof count);
       }
-      for (std::size_t i = 1; i < polled.size(); ++i)
-        if (polled[i].revents != 0) on_exit(polled_worker[i]);
+      for (std::size_t i = 1; i < polled.size(); ++i) {
+        std::size_t const w = polled_worker[i];
+        if (polled[i].revents == 0 || !running_[w]) continue;
+        bool const channel = polled[i].fd != worker(w).pidfd();
+        // A channel that ended means the worker is going: its pidfd says how.
+        if (channel && on_message(w)) continue;
+        if (channel) worker(w).kill();
+        on_exit(w);
+      }
     }
   }
 
@@ -287,9 +297,10 @@ class call_supervisor {
   }
 
   void on_exit(std::size_t w) {
-    worker_process& worker = workers_[w];
+    worker_process& worker = this->worker(w);
     pid_t const pid = worker.pid();
     worker_end const end = worker.reap();
+    running_[w] = false;
     drain(w);  // complete records stand; a partial one is dropped at respawn
     process::worker_slot const& slot = *slots_[w];
     bool const in_task = slot.in_task.load(std::memory_order_relaxed) != 0;
@@ -304,8 +315,8 @@ class call_supervisor {
     if (killing_all_ || error_ || call_.stopped()) return;  // the call ends anyway
     int const attempts = ++attempts_[task.value_or(held.empty() ? call_.task_count() : held.begin)];
     if (attempts <= settings_.retries) {
-      process::prepare_to_fork(fork_patience);
-      spawn(w, held);
+      if (warm_ == nullptr) process::prepare_to_fork(fork_patience);
+      start(w, task ? batch_range{*task, std::max(held.end, *task + 1)} : held);
       return;
     }
     fail_with(death_error(*last_death_, attempts));
@@ -330,21 +341,21 @@ class call_supervisor {
   void check_timeouts(clock_type::time_point now) {
     if (deadline_ && now >= *deadline_ && !killing_all_) {
       killing_all_ = true;
-      std::size_t const running = static_cast<std::size_t>(
-          std::count_if(workers_.begin(), workers_.end(), [](auto const& w) { return w.alive(); }));
+      std::size_t const running =
+          static_cast<std::size_t>(std::count(running_.begin(), running_.end(), true));
       fail_with(std::make_exception_ptr(timeout_error(
           fmt::format("the call ran longer than its timeout of {} s: {} of {} tasks were done, and its {} running "
                       "worker processes were killed",
                       settings_.call_timeout->count(), call_.done_count(), call_.task_count(), running),
           std::nullopt, *settings_.call_timeout)));
-      for (worker_process& worker : workers_)
-        if (worker.alive()) worker.kill();
+      for (std::size_t w = 0; w < worker_count_; ++w)
+        if (running_[w]) worker(w).kill();
     }
     if (!settings_.task_timeout) return;
     auto const limit = std::chrono::duration_cast<clock_type::duration>(*settings_.task_timeout);
     for (std::size_t w = 0; w < worker_count_; ++w) {
-      worker_process& worker = workers_[w];
-      if (!worker.alive() || worker.timed_out_task) continue;
+      worker_process& worker = this->worker(w);
+      if (!running_[w] || worker.timed_out_task) continue;
       process::worker_slot const& slot = *slots_[w];
       if (slot.in_task.load(std::memory_order_relaxed) == 0) {
         worker.watched_task.reset();
@@ -395,23 +406,29 @@ class call_supervisor {
       fail_with(death_error(d, attempts));
       return false;
     }
-    process::prepare_to_fork(fork_patience);
-    spawn(0, lost);
+    if (warm_ == nullptr) process::prepare_to_fork(fork_patience);
+    start(0, lost);
     return true;
   }
 
   batch_call& call_;
   backend_settings const& settings_;
+  warm::worker_set* const warm_;
   std::size_t const worker_count_;
   pid_t const caller_pid_;
   int const cpu_share_;
   mapped_region block_;
+  std::size_t slots_at_ = 0;
+  std::size_t rings_at_ = 0;
   process::call_header* header_ = nullptr;
   std::vector<process::worker_slot*> slots_;
   std::vector<std::byte*> rings_;
   std::vector<process::record_receiver> receivers_;
-  std::vector<worker_process> workers_;
-  int wake_fd_ = -1;
+  std::vector<worker_process> own_workers_;  // forked for the call
+  std::vector<bool> running_;                // in the call: not yet done, dead or reaped
+  process::unique_fd wake_fd_;
+  warm::call_request request_;  // for warm workers
+  std::vector<int> fds_;        // handed with it: wake_fd_, the block, the arrays
   std::vector<bool> covered_;
   std::map<std::size_t, int> attempts_;
   std::exception_ptr error_;
@@ -426,10 +443,45 @@ class processes_backend final : public backend {
 
   void run(batch_call& call) override {
     if (std::string const why = call.runner().results_stay_in_process(); !why.empty()) throw invalid_argument(why);
-    call_supervisor(call, settings_).run();
+    start_method const method = settings_.start_method;
+    if (call.remote() != nullptr && settings_.reuse_workers) {
+      if (std::shared_ptr<warm::worker_set> set = warm::find_worker_set(settings_.n_jobs, method)) {
+        // One call at a time on a set; another call meanwhile (from another
+        // thread) forks its own workers, or waits where it cannot fork.
+        std::unique_lock<std::mutex> lock = set->try_acquire();
+        if (!lock && method != start_method::fork) lock = set->acquire();
+        if (lock) {
+          // The idle clock starts once the set is free for the keeper.
+          struct end_of_call {
+            std::unique_lock<std::mutex>& lock;
+            warm::worker_set& set;
+            std::chrono::duration<double> idle_timeout;
+            ~end_of_call() {
+              lock.unlock();
+              set.call_ended(idle_timeout);
+            }
+          } const ending{lock, *set, settings_.idle_timeout};
+          call_supervisor(call, settings_, set.get()).run();
+          return;
+        }
+      } else if (method != start_method::fork) {
+        throw invalid_argument(fmt::format(
+            "start method {} cannot be used in process {}: it is a forked copy of the program (a worker process, "
+            "or a fork of it), whose warm workers belong to the original; use start method fork here",
+            to_string(method), getpid()));
+      }
+    }
+    if (method != start_method::fork)
+      throw invalid_argument(fmt::format(
+          "start method {} runs only calls whose callable has no captures (a plain function or a lambda without "
+          "captures, its data passed as arguments or shared arrays){}: a worker started that way holds none of the "
+          "caller's memory, so a closure's captures cannot reach it. Use start method fork for this call",
+          to_string(method), settings_.reuse_workers ? "" : ", and only with reuse_workers"));
+    call_supervisor(call, settings_, nullptr).run();
   }
 
   [[nodiscard]] bool runs_out_of_process() const noexcept override { return true; }
+  [[nodiscard]] bool runs_remote_forms() const noexcept override { return settings_.reuse_workers; }
 
  private:
   backend_settings settings_;

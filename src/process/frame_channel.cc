@@ -1,0 +1,107 @@
+#include "frame_channel.hpp"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace xjob::detail::process {
+
+namespace {
+
+bool write_all(int socket, char const* at, std::size_t size) noexcept {
+  while (size > 0) {
+    ssize_t const written = send(socket, at, size, MSG_NOSIGNAL);
+    if (written < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    at += written;
+    size -= static_cast<std::size_t>(written);
+  }
+  return true;
+}
+
+bool read_all(int socket, char* at, std::size_t size) noexcept {
+  while (size > 0) {
+    ssize_t const got = read(socket, at, size);
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) return false;
+    at += got;
+    size -= static_cast<std::size_t>(got);
+  }
+  return true;
+}
+
+}  // namespace
+
+bool send_frame(int socket, std::uint32_t kind, std::string_view payload, std::span<int const> fds) noexcept {
+  if (fds.size() > max_frame_fds) return false;
+  frame_header const header{kind, static_cast<std::uint32_t>(fds.size()), payload.size()};
+  // Header and payload in one message: a worker blocked on read wakes once,
+  // and the descriptors arrive with the header's first byte.
+  iovec parts[2] = {{const_cast<frame_header*>(&header), sizeof header},
+                    {const_cast<char*>(payload.data()), payload.size()}};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * max_frame_fds)] = {};
+  msghdr message{};
+  message.msg_iov = parts;
+  message.msg_iovlen = payload.empty() ? 1 : 2;
+  if (!fds.empty()) {
+    message.msg_control = control;
+    message.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
+    cmsghdr* attached = CMSG_FIRSTHDR(&message);
+    attached->cmsg_level = SOL_SOCKET;
+    attached->cmsg_type = SCM_RIGHTS;
+    attached->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+    std::memcpy(CMSG_DATA(attached), fds.data(), sizeof(int) * fds.size());
+  }
+  ssize_t sent = 0;
+  while ((sent = sendmsg(socket, &message, MSG_NOSIGNAL)) < 0 && errno == EINTR) {
+  }
+  if (sent < 0) return false;
+  // The rest, if the socket took only part (the descriptors went with it).
+  std::size_t done = static_cast<std::size_t>(sent);
+  if (done < sizeof header) {
+    if (!write_all(socket, reinterpret_cast<char const*>(&header) + done, sizeof header - done)) return false;
+    done = sizeof header;
+  }
+  std::size_t const payload_done = done - sizeof header;
+  return write_all(socket, payload.data() + payload_done, payload.size() - payload_done);
+}
+
+bool receive_frame(int socket, std::uint32_t& kind, std::string& payload, std::vector<unique_fd>& fds,
+                   std::uint64_t max_bytes) {
+  fds.clear();
+  frame_header header;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * max_frame_fds)];
+  iovec part{&header, sizeof header};
+  msghdr message{};
+  message.msg_iov = &part;
+  message.msg_iovlen = 1;
+  message.msg_control = control;
+  message.msg_controllen = sizeof control;
+  ssize_t got = 0;
+  while ((got = recvmsg(socket, &message, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR) {
+  }
+  if (got <= 0) return false;
+  for (cmsghdr* attached = CMSG_FIRSTHDR(&message); attached != nullptr;
+       attached = CMSG_NXTHDR(&message, attached)) {
+    if (attached->cmsg_level != SOL_SOCKET || attached->cmsg_type != SCM_RIGHTS) continue;
+    std::size_t const count = (attached->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (std::size_t i = 0; i < count; ++i) {
+      int fd = -1;
+      std::memcpy(&fd, CMSG_DATA(attached) + i * sizeof(int), sizeof fd);
+      fds.emplace_back(move_above_stdio(fd));
+    }
+  }
+  if ((message.msg_flags & MSG_CTRUNC) != 0) return false;
+  if (!read_all(socket, reinterpret_cast<char*>(&header) + got, sizeof header - static_cast<std::size_t>(got)))
+    return false;
+  if (header.fd_count != fds.size() || header.bytes > max_bytes) return false;
+  kind = header.kind;
+  payload.resize(static_cast<std::size_t>(header.bytes));
+  return read_all(socket, payload.data(), payload.size());
+}
+
+}  // namespace xjob::detail::process

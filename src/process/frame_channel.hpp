@@ -1,0 +1,37 @@
+// Frames on a worker's channel (a connected AF_UNIX SOCK_STREAM socket): a
+// fixed header, then the payload, and descriptors riding along with the
+// header (SCM_RIGHTS). One codec for every process stack of xjob.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "fd.hpp"
+
+namespace xjob::detail::process {
+
+// The most descriptors one frame carries.
+inline constexpr std::size_t max_frame_fds = 16;
+
+struct frame_header {
+  std::uint32_t kind = 0;
+  std::uint32_t fd_count = 0;
+  std::uint64_t bytes = 0;
+};
+
+// Sends one frame with `fds` attached (copies; the caller keeps its own).
+// False if the other end is gone or the socket failed. No SIGPIPE.
+[[nodiscard]] bool send_frame(int socket, std::uint32_t kind, std::string_view payload,
+                              std::span<int const> fds = {}) noexcept;
+
+// Receives one frame: its kind, payload and descriptors (close-on-exec,
+// none on 0-2). False at the end of the stream, on an error, or on a frame
+// that is malformed (more descriptors than announced, a payload over
+// `max_bytes`): the channel is then of no further use.
+[[nodiscard]] bool receive_frame(int socket, std::uint32_t& kind, std::string& payload, std::vector<unique_fd>& fds,
+                                 std::uint64_t max_bytes = std::uint64_t(1) << 36);
+
+}  // namespace xjob::detail::process
