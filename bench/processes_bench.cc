@@ -537,6 +537,8 @@ class map_section {
     };
     add("xjob processes  map_chunks(x, f, out)", "warm", "processes",
         [this] { return warm_xjob("warm processes", procs_); });
+    add("xjob processes, fork per call (reuse_workers=false)", "warm", "processes forked",
+        [this] { return warm_xjob("warm processes forked", procs_forked_); });
     add("xjob threads    map_chunks(x, f, out)", "warm", "threads",
         [this] { return warm_xjob("warm threads", threads_); });
     add("raw TBB parallel_for into out", "warm", "raw TBB", [this] {
@@ -661,6 +663,8 @@ class map_section {
   std::size_t n_;
   tbb::task_arena arena_{workers};
   xjob::parallel procs_{xjob::parallel_options{.n_jobs = workers, .backend = "processes"}};
+  xjob::parallel procs_forked_{
+      xjob::parallel_options{.n_jobs = workers, .backend = "processes", .reuse_workers = false}};
   xjob::parallel threads_{xjob::parallel_options{.n_jobs = workers, .backend = "threads"}};
   xjob::shared_array<double> x_;
   xjob::shared_array<double> out_;
@@ -794,6 +798,7 @@ struct dispatch_variant {
   long tasks = 0;
   std::function<std::vector<long>()> run;
   std::vector<double> ns_per_task;
+  std::function<void()> prepare = {};  // untimed, before each run
 };
 
 class dispatch_section {
@@ -816,8 +821,12 @@ class dispatch_section {
     long const few = s_.dispatch_one_tasks;
     add("plain loop into std::vector<long> (floor)", "floor", many, nullptr);
     add("processes, automatic batches", "processes auto", many, &procs_);
+    add("processes, first call (workers start in it)", "processes first", many, &procs_);
+    variants_.back().prepare = [] { xjob::release_process_workers(); };
+    add("processes, fork per call (reuse_workers=false)", "processes forked", many, &procs_forked_);
     add("threads,   automatic batches", "threads auto", many, &threads_);
     add("processes, batch_size = 1", "processes one", few, &procs_one_);
+    add("processes, batch_size = 1, fork per call", "processes one forked", few, &procs_one_forked_);
     add("threads,   batch_size = 1", "threads one", few, &threads_one_);
   }
 
@@ -828,6 +837,7 @@ class dispatch_section {
                s_.dispatch_reps, s_.dispatch_auto_tasks, s_.dispatch_one_tasks);
     std::fflush(stdout);
     interleave(variants_, s_.dispatch_reps, "dispatch", [](dispatch_variant& v, bool timed) {
+      if (v.prepare) v.prepare();
       auto const start = clock_type::now();
       std::vector<long> const got = v.run();
       double const took = seconds_since(start);
@@ -865,6 +875,10 @@ class dispatch_section {
   xjob::parallel procs_{xjob::parallel_options{.n_jobs = workers, .backend = "processes"}};
   xjob::parallel threads_{xjob::parallel_options{.n_jobs = workers, .backend = "threads"}};
   xjob::parallel procs_one_{xjob::parallel_options{.n_jobs = workers, .backend = "processes", .batch_size = 1}};
+  xjob::parallel procs_forked_{
+      xjob::parallel_options{.n_jobs = workers, .backend = "processes", .reuse_workers = false}};
+  xjob::parallel procs_one_forked_{xjob::parallel_options{
+      .n_jobs = workers, .backend = "processes", .batch_size = 1, .reuse_workers = false}};
   xjob::parallel threads_one_{xjob::parallel_options{.n_jobs = workers, .backend = "threads", .batch_size = 1}};
   std::vector<dispatch_variant> variants_;
 };

@@ -78,9 +78,11 @@ constexpr void require_transferable() {
 
 // The results of `count` tasks, task i storing `compute(i)`, in input order
 // (nothing for void); the tasks run through `run(runner, count)`: on a
-// parallel object in the caller, or on the loop of a warm worker process.
+// parallel object in the caller, or on the loop of a warm worker process,
+// which runs only some of the tasks and sends their results back as it
+// goes (`collect` false: nothing is returned).
 template <class Result, class Compute, class Run>
-auto indexed_results(std::size_t count, Compute compute, Run const& run) {
+auto indexed_results(std::size_t count, Compute compute, Run const& run, bool collect = true) {
   using R = stored_result_t<Result>;
   if constexpr (std::is_void_v<Result>) {
     task_loop loop([&compute](std::size_t i) { compute(i); });
@@ -104,6 +106,7 @@ auto indexed_results(std::size_t count, Compute compute, Run const& run) {
                    result_codec<R, std::optional<R>>(slots.data()));
     run(loop, count);
     std::vector<R> results;
+    if (!collect) return results;
     results.reserve(count);
     for (auto& slot : slots) results.push_back(std::move(*slot));
     return results;
@@ -123,7 +126,7 @@ void run_remote_map(std::string_view payload, std::span<std::byte* const>, remot
   auto&& f = callable_object<F>(address);
   (void)indexed_results<Result>(
       items.size(), [&f, &items](std::size_t i) -> decltype(auto) { return std::invoke(f, std::as_const(items[i])); },
-      [&loop](task_runner& runner, std::size_t n) { loop.run(runner, n); });
+      [&loop](task_runner& runner, std::size_t n) { loop.run(runner, n); }, false);
 }
 
 template <class F, class Result, class... Args>
@@ -144,7 +147,7 @@ void run_remote_delayed(std::string_view payload, std::span<std::byte* const>, r
       [&](std::size_t i) -> decltype(auto) {
         return std::apply(callable_object<F>(addresses[i]), std::as_const(arguments[i]));
       },
-      [&loop](task_runner& runner, std::size_t n) { loop.run(runner, n); });
+      [&loop](task_runner& runner, std::size_t n) { loop.run(runner, n); }, false);
 }
 
 template <class F, class Item, class Result>

@@ -101,7 +101,15 @@ void restore_default_action(int signal_number) noexcept {
 
 template <class Function>
 Function* find_symbol(char const* name) noexcept {
-  return reinterpret_cast<Function*>(dlsym(RTLD_DEFAULT, name));
+  void* const found = dlsym(RTLD_DEFAULT, name);
+  // A failed lookup leaves an error record in this thread's memory until
+  // the second dlerror(): in a child forked from another thread it would be
+  // memory no thread holds (a leak to LeakSanitizer at the child's exit).
+  if (found == nullptr) {
+    (void)dlerror();
+    (void)dlerror();
+  }
+  return reinterpret_cast<Function*>(found);
 }
 
 }  // namespace

@@ -252,14 +252,8 @@ class keeper {
         lock.lock();
       }
       if (stopped_) break;
-      std::vector<std::shared_ptr<worker_set>> all;
-      for (auto const& [key, set] : sets_) all.push_back(set);
       lock.unlock();
-      std::optional<clock_type::time_point> next;
-      for (auto const& set : all) {
-        (void)set->retire(false);
-        if (auto deadline = set->idle_deadline()) next = next ? std::min(*next, *deadline) : *deadline;
-      }
+      std::optional<clock_type::time_point> const next = retire_idle_sets();
       lock.lock();
       if (!jobs_.empty() || stopped_) continue;
       if (next) {
@@ -268,6 +262,18 @@ class keeper {
         changed_.wait(lock);
       }
     }
+  }
+
+  // Retires the sets idle past their timeout; returns when the next one
+  // will be. What it allocates is freed before the keeper sleeps: a child
+  // forked from another thread would hold it with no thread to free it.
+  std::optional<clock_type::time_point> retire_idle_sets() {
+    std::optional<clock_type::time_point> next;
+    for (auto const& set : sets()) {
+      (void)set->retire(false);
+      if (auto deadline = set->idle_deadline()) next = next ? std::min(*next, *deadline) : *deadline;
+    }
+    return next;
   }
 
   pid_t const owner_ = getpid();
