@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <ranges>
 #include <chrono>
 #include <fstream>
 #include <set>
@@ -50,6 +51,10 @@ std::set<int> writers(xjob::shared_array<double> const& out) {
 
 auto const write_pid = [](auto const&, auto&& out) { out.fill(static_cast<double>(getpid())); };
 
+long triple_plus_one(long i) { return i * 3 + 1; }
+std::string label(int i, std::string const& prefix) { return prefix + std::to_string(i); }
+int worker_pid(int) { return getpid(); }
+
 // Lines of /proc/<pid>/maps that map xjob's shared arrays.
 std::size_t shared_array_mappings(int pid) {
   std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
@@ -85,6 +90,29 @@ TEST_CASE("captureless calls run on the same warm workers call after call, with 
     REQUIRE(xt::allclose(y.view(), xt::sqrt(x) * 2.0 + 1.0));
     auto z = par.map_chunks(y, [](auto const& in, auto&& out) { out = in - 1.0; });
     REQUIRE(xt::allclose(z.view(), xt::sqrt(x) * 2.0));
+  }
+  require_nothing_left(before);
+}
+
+TEST_CASE("map and delayed calls of plain functions and captureless lambdas run on warm workers") {
+  auto const method = GENERATE(from_range(methods()));
+  CAPTURE(xjob::to_string(method));
+  process_resources const before;
+  {
+    auto par = processes(2, method);
+    // 200,000 items: their encoding (1.6 MB) reaches the workers through
+    // shared memory, not their sockets.
+    auto const many = par.map(triple_plus_one, std::views::iota(0L, 200000L));
+    REQUIRE(many.size() == 200000);
+    for (long i = 0; i < 200000; ++i) REQUIRE(many[static_cast<std::size_t>(i)] == i * 3 + 1);
+    auto const words = par(std::views::iota(0, 50) |
+                           std::views::transform([](int i) { return xjob::delayed(label)(i, std::string("w")); }));
+    REQUIRE(words[42] == "w42");
+    auto const squares = par.map([](int i) { return i * i; }, std::vector<int>{1, 2, 3, 4});
+    REQUIRE(squares == std::vector<int>{1, 4, 9, 16});
+    std::vector<int> const warm = xjob::process_worker_pids();
+    for (int pid : par.map(worker_pid, std::views::iota(0, 100)))
+      REQUIRE(std::find(warm.begin(), warm.end(), pid) != warm.end());
   }
   require_nothing_left(before);
 }

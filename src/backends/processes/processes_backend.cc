@@ -21,6 +21,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <map>
 #include <new>
 #include <optional>
@@ -51,6 +52,9 @@ namespace {
 
 using clock_type = std::chrono::steady_clock;
 using seconds = std::chrono::duration<double>;
+
+// Remote forms larger than this reach warm workers through shared memory.
+constexpr std::size_t large_payload_bytes = std::size_t(64) << 10;
 
 // How long the caller waits for its other threads to go idle before forking.
 constexpr std::chrono::microseconds fork_patience(10'000);
@@ -153,7 +157,7 @@ class call_supervisor {
   void prepare_warm_request() {
     detail::remote_form const& form = *call_.remote();
     request_.entry = locate_code(reinterpret_cast<void const*>(form.entry));
-    request_.payload = form.payload;
+    if (form.payload.size() <= large_payload_bytes) request_.payload = form.payload;
     request_.task_count = call_.task_count();
     auto const& options = call_.options();
     request_.workers = options.workers;
@@ -174,6 +178,19 @@ class call_supervisor {
     };
     add(block->mapping);
     for (shared_mapping const& mapping : form.mappings) add(mapping);
+    // Large inputs (a map's items, delayed calls' arguments) go through
+    // shared memory, written once and read in place by every worker,
+    // instead of through each worker's socket.
+    if (form.payload.size() > large_payload_bytes) {
+      payload_region_ = mapped_region::anonymous(form.payload.size(), region_fill::unspecified);
+      std::memcpy(payload_region_.base(), form.payload.data(), form.payload.size());
+      std::optional<shared_mapping_location> const where =
+          find_shared_mapping(payload_region_.base(), payload_region_.length());
+      if (!where) throw error("the call's inputs in shared memory have no descriptor to hand to warm workers");
+      request_.payload_mapping = static_cast<std::int32_t>(request_.mapping_ids.size());
+      request_.payload_bytes = form.payload.size();
+      add(where->mapping);
+    }
     if (fds_.size() > process::max_frame_fds) throw error("a call has too many shared arrays to hand to warm workers");
     warm_->handed_out(request_.mapping_ids);
   }
@@ -418,6 +435,7 @@ class call_supervisor {
   pid_t const caller_pid_;
   int const cpu_share_;
   mapped_region block_;
+  mapped_region payload_region_;  // a large remote form's payload
   std::size_t slots_at_ = 0;
   std::size_t rings_at_ = 0;
   process::call_header* header_ = nullptr;

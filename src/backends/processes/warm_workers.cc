@@ -112,7 +112,14 @@ std::string run_call(std::string_view payload, std::vector<process::unique_fd>& 
     auto const entry = reinterpret_cast<remote_entry>(const_cast<void*>(resolve_code(request.entry)));
     set_worker_index(request.worker);
     warm_loop loop(request, bases[0], fds[0].get());
-    entry(request.payload, std::span<std::byte* const>(bases).subspan(1), loop);
+    std::string_view call_payload = request.payload;
+    if (request.payload_mapping >= 0) {
+      auto const at = static_cast<std::size_t>(request.payload_mapping);
+      if (at >= count || request.payload_bytes > request.mapping_bytes[at])
+        return "the call's inputs reached the worker malformed";
+      call_payload = {reinterpret_cast<char const*>(bases[at]), static_cast<std::size_t>(request.payload_bytes)};
+    }
+    entry(call_payload, std::span<std::byte* const>(bases).subspan(1), loop);
     if (!loop.ran()) return "the call rebuilt in the worker ran no task";
     return {};
   } catch (std::exception const& e) {

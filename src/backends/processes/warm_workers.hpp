@@ -44,7 +44,9 @@ enum class frame : std::uint32_t {
 // it: the caller's eventfd, then one per mapping (the first is the block).
 struct call_request {
   code_address entry;  // the call's remote_entry
-  std::string payload;
+  std::string payload;  // or, if large, in the last mapping:
+  std::int32_t payload_mapping = -1;
+  std::uint64_t payload_bytes = 0;
   std::uint64_t task_count = 0;
   std::int32_t workers = 1;
   std::uint64_t batch_size = 0;  // 0: automatic
@@ -62,7 +64,7 @@ struct call_request {
 
   template <class Archive>
   void serialize(Archive& archive) {
-    archive(entry, payload, task_count, workers, batch_size, target_batch_ns, prompt, per_task, worker, retry_begin,
+    archive(entry, payload, payload_mapping, payload_bytes, task_count, workers, batch_size, target_batch_ns, prompt, per_task, worker, retry_begin,
             retry_end, slots_at, rings_at, mapping_ids, mapping_bytes, mapping_writable);
   }
 };
