@@ -98,6 +98,9 @@ int chatty_double(int x) {
   return 2 * x;
 }
 
+std::size_t length_of(std::string text) { return text.size(); }
+double scaled(double value, long factor) { return value * static_cast<double>(factor); }
+
 double sum_of(std::vector<double> const& values) {
   double total = 0;
   for (double v : values) total += v;
@@ -135,6 +138,15 @@ TEST_CASE("map, starmap, imap, imap_unordered, submit and apply give the right r
   REQUIRE(pool.apply(square, 12) == 144);
   auto lambda = pool.apply_async([](int a, int b) { return a - b; }, 10, 4);
   REQUIRE(lambda.get() == 6);
+
+  // Arguments are converted to the function's parameter types before they
+  // travel: a C string becomes the std::string the function takes (a
+  // pointer would reach the worker without its characters), an int a long.
+  REQUIRE(pool.submit(length_of, "abc").get() == 3);
+  char const* const made_after_start = "made after the pool started";
+  REQUIRE(pool.apply(length_of, made_after_start) == 27);
+  REQUIRE(pool.apply(scaled, 1.5f, 4) == 6.0);
+  REQUIRE(pool.apply([](std::string const& text) { return text.size(); }, "four") == 4);
 }
 
 TEST_CASE("the initializer runs once per worker, and workers are reused across calls") {

@@ -193,3 +193,16 @@ TEST_CASE("128-bit integers come back from worker processes exactly") {
   REQUIRE(halves(extremes[3][1]) == std::pair<std::uint64_t, std::uint64_t>{0x8000000000000000ULL, 0});
   REQUIRE(halves(extremes[3][2]) == halves(i128{3}));
 }
+
+TEST_CASE("a sequence whose count does not fit its bytes is refused before memory is reserved for it") {
+  std::string bytes;
+  xjob::detail::encode_sequence<std::uint64_t>(bytes, std::vector<std::uint64_t>{1, 2, 3});
+  REQUIRE(xjob::detail::decode_sequence<std::uint64_t>(bytes, 3, "three numbers") == std::vector<std::uint64_t>{1, 2, 3});
+  // A count that a corrupt or hostile frame made up: an error, not bad_alloc.
+  XJOB_REQUIRE_THROWS_WITH_TEXT((void)xjob::detail::decode_sequence<std::uint64_t>(bytes, SIZE_MAX / 4, "numbers"),
+                                xjob::error, "numbers arrived malformed (24 bytes for");
+  std::string words;
+  xjob::detail::encode_sequence<std::string>(words, std::vector<std::string>{"a", "bc"});
+  XJOB_REQUIRE_THROWS_WITH_TEXT((void)xjob::detail::decode_sequence<std::string>(words, SIZE_MAX / 64, "words"),
+                                xjob::error, "words arrived malformed");
+}

@@ -131,6 +131,14 @@ TEST_CASE("a closure with captures runs on workers forked for the call; forkserv
       XJOB_REQUIRE_THROWS_WITH_TEXT((void)processes(2, method).map_chunks(x, with_capture), xjob::invalid_argument,
                                     "runs only calls whose callable has no captures");
     }
+    // Items that are pointers into the caller's memory never go to warm
+    // workers (the address would travel, not the value): they run forked.
+    std::vector<double> const values = {1.5, 2.5, 3.5};
+    std::vector<double const*> const pointers = {&values[0], &values[1], &values[2]};
+    REQUIRE(forked.map([](double const* p) { return *p; }, pointers) == values);
+    XJOB_REQUIRE_THROWS_WITH_TEXT((void)processes(2, xjob::start_method::spawn).map([](double const* p) { return *p; },
+                                                                                     pointers),
+                                  xjob::invalid_argument, "runs only calls whose callable has no captures");
     // reuse_workers = false: fresh workers at every call.
     auto fresh = processes(2, xjob::start_method::fork, {.reuse_workers = false});
     std::set<int> const first = writers(fresh.map_chunks(x, write_pid));

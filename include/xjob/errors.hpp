@@ -139,4 +139,12 @@ class pool_broken : public error {
   using error::error;
 };
 
+namespace detail {
+// The one way xjob reports a failed system call: std::system_error(code,
+// generic_category) whose what() says what failed, as "cannot <verb>
+// <what>", then the system's reason.
+//   if (pipe2(fds, O_CLOEXEC) != 0) xjob::detail::throw_errno(errno, "cannot create a pipe for a worker");
+[[noreturn]] void throw_errno(int code, std::string const& what_failed);
+}  // namespace detail
+
 }  // namespace xjob

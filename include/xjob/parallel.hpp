@@ -152,7 +152,7 @@ void run_remote_delayed(std::string_view payload, std::span<std::byte* const>, r
 
 template <class F, class Item, class Result>
 inline constexpr bool map_runs_remote =
-    is_remote_callable_v<F> && transferable<Item> && std::is_default_constructible_v<Item> &&
+    is_remote_callable_v<F> && transferable<Item> && owns_its_data_v<Item> && std::is_default_constructible_v<Item> &&
     std::is_copy_constructible_v<Item> && std::invocable<std::decay_t<F> const&, Item const&> &&
     (std::is_void_v<Result> || transferable<stored_result_t<Result>>);
 
@@ -160,7 +160,7 @@ template <class Call>
 struct delayed_remote : std::false_type {};
 template <class F, class... Args>
 struct delayed_remote<delayed_call<F, Args...>>
-    : std::bool_constant<is_remote_callable_v<F> && (transferable<Args> && ...) &&
+    : std::bool_constant<is_remote_callable_v<F> && (transferable<Args> && ...) && (owns_its_data_v<Args> && ...) &&
                          (std::is_default_constructible_v<Args> && ...) &&
                          (std::is_void_v<typename delayed_call<F, Args...>::result_type> ||
                           transferable<stored_result_t<typename delayed_call<F, Args...>::result_type>>)> {

@@ -73,10 +73,19 @@ void run_process_call(void const* function, std::string_view args, std::string& 
   std::apply([&](auto&... v) { (void)std::invoke(callable, v...); }, values);
 }
 
+template <class F, class Sent>
+struct process_thunk;
+template <class F, class... T>
+struct process_thunk<F, std::tuple<T...>> {
+  static constexpr call_thunk value = &run_process_call<F, T...>;
+};
+
 template <class F, class... Args>
 [[nodiscard]] remote_call make_process_call(F const& function, Args const&... args) {
   require_remote_callable<F>();
-  constexpr bool arguments_travel = (transferable<std::decay_t<Args>> && ...);
+  using Sent = sent_argument_types<F, Args...>;
+  require_owning_arguments<Sent>();
+  constexpr bool arguments_travel = all_transferable<Sent>;
   static_assert(arguments_travel,
                 "xjob: every argument of an xjob::process started by forkserver or spawn is copied to the new "
                 "process, so it must be transferable (trivially copyable, or serialisable with cereal: see "
@@ -84,11 +93,11 @@ template <class F, class... Args>
   remote_call call;
   // Only after the checks passed: the thunk and the encoders would add
   // errors of their own after xjob's message (see make_remote_call).
-  if constexpr (is_remote_callable_v<F> && arguments_travel) {
-    call.thunk =
-        locate_code(reinterpret_cast<void const*>(&run_process_call<std::decay_t<F>, std::decay_t<Args>...>));
+  if constexpr (is_remote_callable_v<F> && all_own_their_data<Sent> && arguments_travel) {
+    call.thunk = locate_code(reinterpret_cast<void const*>(process_thunk<std::decay_t<F>, Sent>::value));
     call.function = function_address(function);
-    if constexpr (sizeof...(Args) > 0) encode_values(call.arguments, args...);
+    if constexpr (sizeof...(Args) > 0)
+      std::apply([&](auto const&... sent) { encode_values(call.arguments, sent...); }, Sent(args...));
   }
   return call;
 }

@@ -458,6 +458,7 @@ class process_pool {
     } else {
       detail::require_remote_callable<F>();
       using Item = std::remove_cvref_t<std::ranges::range_reference_t<Args>>;
+      detail::require_owning_arguments<std::tuple<Item>>();
       static_assert(transferable<Item>,
                     "xjob: the items of a process_pool map are copied to the workers, so they must be transferable "
                     "(trivially copyable, or serialisable with cereal: see xjob/transfer.hpp)");
@@ -469,7 +470,8 @@ class process_pool {
       std::vector<pool_future<detail::chunk_results<chunk_value>>> chunks;
       // After a failed check above, the worker's thunk and the encoders are
       // not instantiated: they would add errors of their own after xjob's.
-      if constexpr (detail::is_remote_callable_v<F> && transferable<Item> && results_travel) {
+      if constexpr (detail::is_remote_callable_v<F> && detail::owns_its_data_v<Item> && transferable<Item> &&
+                    results_travel) {
         std::size_t const count = static_cast<std::size_t>(std::ranges::size(args));
         if (chunksize == 0) {
           std::size_t const per = 4 * worker_count_for_chunks();

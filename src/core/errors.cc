@@ -86,5 +86,9 @@ task_failure describe_current_exception(std::size_t task_index) {
   return failure;
 }
 
+void throw_errno(int code, std::string const& what_failed) {
+  throw std::system_error(code, std::generic_category(), what_failed);
+}
+
 }  // namespace detail
 }  // namespace xjob

@@ -1,5 +1,7 @@
 #include <xjob/detail/fork_shared.hpp>
 
+#include <xjob/errors.hpp>
+
 #include <pthread.h>
 #include <sys/mman.h>
 
@@ -27,7 +29,7 @@ class slot_pool {
     std::lock_guard lock(mutex_);
     if (free_.empty()) {
       void* page = mmap(nullptr, page_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-      if (page == MAP_FAILED) throw std::system_error(errno, std::generic_category(), "mapping fork-shared memory");
+      if (page == MAP_FAILED) throw_errno(errno, "cannot map fork-shared memory");
       // Pages stay mapped for the life of the process (they are few: one
       // per 256 calls in flight at once).
       auto* bytes = static_cast<std::byte*>(page);

@@ -21,13 +21,13 @@ namespace detail {
 
 namespace {
 
-[[noreturn]] void throw_code(int code, char const* what) { throw std::system_error(code, std::generic_category(), what); }
+using xjob::detail::throw_errno;
 
 // Sets up pthread attributes and destroys them on every path.
 class mutex_attributes {
  public:
   mutex_attributes() {
-    if (int const rc = pthread_mutexattr_init(&attributes_); rc != 0) throw_code(rc, "cannot create mutex attributes");
+    if (int const rc = pthread_mutexattr_init(&attributes_); rc != 0) throw_errno(rc, "cannot create mutex attributes");
   }
   ~mutex_attributes() { pthread_mutexattr_destroy(&attributes_); }
   mutex_attributes(mutex_attributes const&) = delete;
@@ -44,7 +44,7 @@ class mutex_attributes {
 void took(mutex_state& state, int rc) {
   if (rc == EOWNERDEAD) {
     if (int const fixed = pthread_mutex_consistent(&state.mutex); fixed != 0)
-      throw_code(fixed, "cannot make a mutex whose holder died consistent");
+      throw_errno(fixed, "cannot make a mutex whose holder died consistent");
     state.previous_owner_died = 1;
   } else {
     state.previous_owner_died = 0;
@@ -52,11 +52,11 @@ void took(mutex_state& state, int rc) {
 }
 
 [[noreturn]] void lock_failed(int rc) {
-  if (rc == EDEADLK) throw_code(rc, "cannot lock xjob::ipc::mutex: this thread holds it already");
+  if (rc == EDEADLK) throw_errno(rc, "cannot lock xjob::ipc::mutex: this thread holds it already");
   if (rc == ENOTRECOVERABLE)
     throw error("cannot lock xjob::ipc::mutex: it is not recoverable (a holder died and the next one unlocked it "
                 "without repairing it)");
-  throw_code(rc, "cannot lock xjob::ipc::mutex");
+  throw_errno(rc, "cannot lock xjob::ipc::mutex");
 }
 
 }  // namespace
@@ -66,9 +66,9 @@ void construct_mutex_state(mutex_state& state) {
   int rc = pthread_mutexattr_setpshared(attributes.get(), PTHREAD_PROCESS_SHARED);
   if (rc == 0) rc = pthread_mutexattr_setrobust(attributes.get(), PTHREAD_MUTEX_ROBUST);
   if (rc == 0) rc = pthread_mutexattr_settype(attributes.get(), PTHREAD_MUTEX_ERRORCHECK);
-  if (rc != 0) throw_code(rc, "cannot set mutex attributes");
+  if (rc != 0) throw_errno(rc, "cannot set mutex attributes");
   new (&state) mutex_state{};
-  if (rc = pthread_mutex_init(&state.mutex, attributes.get()); rc != 0) throw_code(rc, "cannot create a mutex");
+  if (rc = pthread_mutex_init(&state.mutex, attributes.get()); rc != 0) throw_errno(rc, "cannot create a mutex");
 }
 
 bool lock_mutex_state(mutex_state& state, std::optional<deadline> until) {
@@ -106,8 +106,8 @@ bool try_lock_mutex_state(mutex_state& state) {
 
 void unlock_mutex_state(mutex_state& state) {
   if (int const rc = pthread_mutex_unlock(&state.mutex); rc != 0) {
-    if (rc == EPERM) throw_code(rc, "cannot unlock xjob::ipc::mutex: this thread does not hold it");
-    throw_code(rc, "cannot unlock xjob::ipc::mutex");
+    if (rc == EPERM) throw_errno(rc, "cannot unlock xjob::ipc::mutex: this thread does not hold it");
+    throw_errno(rc, "cannot unlock xjob::ipc::mutex");
   }
 }
 

@@ -23,13 +23,11 @@ namespace xjob::ipc {
 
 namespace {
 
+using xjob::detail::throw_errno;
+
 constexpr std::string_view name_prefix = "xjob-shm:";
 // The memfd's own name, as /proc/<pid>/fd/<fd> shows it: "/memfd:xjob-shm (deleted)".
 constexpr char const* memfd_name = "xjob-shm";
-
-[[noreturn]] void throw_errno(int code, std::string const& what) {
-  throw std::system_error(code, std::generic_category(), what);
-}
 
 // Closes a descriptor unless released: the error paths of the constructors.
 class fd_guard {

@@ -8,6 +8,8 @@
 #include <climits>
 #include <system_error>
 
+#include <xjob/errors.hpp>
+
 namespace xjob::ipc::detail {
 
 timespec to_timespec(deadline when) noexcept {
@@ -32,7 +34,7 @@ bool futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected, std::o
     case ETIMEDOUT: return false;
     case EAGAIN:  // the word changed before we slept
     case EINTR: return true;
-    default: throw std::system_error(errno, std::generic_category(), "cannot wait on shared memory (futex)");
+    default: xjob::detail::throw_errno(errno, "cannot wait on shared memory (futex)");
   }
 }
 

@@ -39,8 +39,4 @@ void make_socket_pair(int type, unique_fd& first, unique_fd& second, std::string
   second = std::move(b);
 }
 
-void throw_errno(int code, std::string const& what_failed) {
-  throw std::system_error(code, std::generic_category(), what_failed);
-}
-
 }  // namespace xjob::detail::process

@@ -11,6 +11,8 @@
 #include <string>
 #include <utility>
 
+#include <xjob/errors.hpp>
+
 namespace xjob::detail::process {
 
 // A file descriptor, closed on destruction. Move-only; not thread-safe.
@@ -53,9 +55,7 @@ class unique_fd {
 // pair for <what_for>".
 void make_socket_pair(int type, unique_fd& first, unique_fd& second, std::string const& what_for);
 
-// Throws std::system_error(code, generic_category) whose message says what
-// failed, as "cannot <verb> <what>":
-//   if (pipe2(fds, O_CLOEXEC) != 0) throw_errno(errno, "cannot create a pipe for a worker");
-[[noreturn]] void throw_errno(int code, std::string const& what_failed);
+// System calls that fail are reported with detail::throw_errno
+// (<xjob/errors.hpp>), found from this namespace as throw_errno.
 
 }  // namespace xjob::detail::process

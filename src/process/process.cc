@@ -34,7 +34,7 @@ namespace xjob {
 namespace {
 
 using detail::process::become_worker;
-using detail::process::throw_errno;
+using detail::throw_errno;
 using detail::process::unique_fd;
 
 constexpr char const* entry_name = "xjob.process";

@@ -30,6 +30,7 @@
 #include <xjob/worker.hpp>
 
 #include "child.hpp"
+#include "frame_channel.hpp"
 #include "fd.hpp"
 #include "worker_launcher.hpp"
 
@@ -44,7 +45,7 @@ using clock_type = std::chrono::steady_clock;
 constexpr char const* pool_entry_name = "xjob.pool";
 constexpr std::uint64_t no_offset = UINT64_MAX;
 
-// Frames on a worker's socket: a header, then `bytes` of payload.
+// The kinds of frames on a worker's socket (see frame_channel.hpp).
 enum class frame_kind : std::uint32_t {
   hello = 1,  // pool -> worker: index, initializer
   task = 2,   // pool -> worker: an encoded remote_call
@@ -55,57 +56,18 @@ enum class frame_kind : std::uint32_t {
   failure = 13,      // worker -> pool: the task threw (offset, type, message)
 };
 
-struct frame_header {
-  frame_kind kind = frame_kind::quit;
-  std::uint32_t reserved = 0;
-  std::uint64_t bytes = 0;
-};
-
-bool write_all(int fd, void const* data, std::size_t size) noexcept {
-  auto const* at = static_cast<char const*>(data);
-  while (size > 0) {
-    ssize_t const written = send(fd, at, size, MSG_NOSIGNAL);
-    if (written < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    at += written;
-    size -= static_cast<std::size_t>(written);
-  }
-  return true;
-}
-
-bool read_all(int fd, void* data, std::size_t size) noexcept {
-  auto* at = static_cast<char*>(data);
-  while (size > 0) {
-    ssize_t const got = read(fd, at, size);
-    if (got < 0 && errno == EINTR) continue;
-    if (got <= 0) return false;
-    at += got;
-    size -= static_cast<std::size_t>(got);
-  }
-  return true;
-}
-
 bool send_frame(int fd, frame_kind kind, std::string_view payload) noexcept {
-  frame_header const header{kind, 0, payload.size()};
-  // One write for small frames: a worker blocked on read wakes once.
-  if (payload.size() <= 4096) {
-    char buffer[sizeof header + 4096];
-    std::memcpy(buffer, &header, sizeof header);
-    if (!payload.empty()) std::memcpy(buffer + sizeof header, payload.data(), payload.size());
-    return write_all(fd, buffer, sizeof header + payload.size());
-  }
-  return write_all(fd, &header, sizeof header) && write_all(fd, payload.data(), payload.size());
+  return process::send_frame(fd, static_cast<std::uint32_t>(kind), payload);
 }
 
-// Reads one frame; false at end of stream or on an error.
+// Reads one frame; false at end of stream, on an error, or on a frame with
+// descriptors (the pool sends none).
 bool receive_frame(int fd, frame_kind& kind, std::string& payload) {
-  frame_header header;
-  if (!read_all(fd, &header, sizeof header)) return false;
-  kind = header.kind;
-  payload.resize(static_cast<std::size_t>(header.bytes));
-  return read_all(fd, payload.data(), payload.size());
+  std::uint32_t raw = 0;
+  std::vector<process::unique_fd> fds;
+  if (!process::receive_frame(fd, raw, payload, fds) || !fds.empty()) return false;
+  kind = static_cast<frame_kind>(raw);
+  return true;
 }
 
 struct failure_message {
@@ -279,7 +241,7 @@ class pool_core {
     // Not on 0-2 (see fd.hpp): a worker forked later would take it as its
     // stdin or stdout.
     wake_fd_.reset(process::move_above_stdio(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)));
-    if (!wake_fd_) process::throw_errno(errno, "cannot create an eventfd for a process pool");
+    if (!wake_fd_) throw_errno(errno, "cannot create an eventfd for a process pool");
     // Workers are started by the supervisor thread: a forked worker dies
     // with the thread that forked it (PR_SET_PDEATHSIG), and that thread
     // lives exactly as long as the pool. The first ones start before the

@@ -31,10 +31,6 @@ namespace xjob::detail {
 
 namespace {
 
-[[noreturn]] void throw_errno(int code, std::string const& what) {
-  throw std::system_error(code, std::generic_category(), what);
-}
-
 std::size_t page_size() {
   static std::size_t const size = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
   return size;

@@ -7,13 +7,17 @@
 // before the closure was made cannot hold what it captured.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <functional>
+#include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <tuple>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include <xjob/detail/value_codec.hpp>
 #include <xjob/transfer.hpp>
@@ -104,6 +108,94 @@ template <class F>
   }
 }
 
+// Values that own what they hold, so that a copy in another process is
+// whole: not pointers (their target stays in the caller), nor views
+// (std::string_view, std::span) or std::reference_wrapper, nor containers
+// of those. A trivially copyable struct holding a pointer cannot be told
+// apart; it is the user's to avoid.
+template <class T>
+struct owns_data : std::bool_constant<!std::is_pointer_v<T>> {};
+template <class C, class Traits>
+struct owns_data<std::basic_string_view<C, Traits>> : std::false_type {};
+template <class T, std::size_t Extent>
+struct owns_data<std::span<T, Extent>> : std::false_type {};
+template <class T>
+struct owns_data<std::reference_wrapper<T>> : std::false_type {};
+template <class... T>
+struct owns_data<std::tuple<T...>> : std::bool_constant<(owns_data<std::remove_cv_t<T>>::value && ...)> {};
+template <class A, class B>
+struct owns_data<std::pair<A, B>>
+    : std::bool_constant<owns_data<std::remove_cv_t<A>>::value && owns_data<std::remove_cv_t<B>>::value> {};
+template <class T, class Allocator>
+struct owns_data<std::vector<T, Allocator>> : owns_data<std::remove_cv_t<T>> {};
+template <class T>
+struct owns_data<std::optional<T>> : owns_data<std::remove_cv_t<T>> {};
+template <class T, std::size_t N>
+struct owns_data<std::array<T, N>> : owns_data<std::remove_cv_t<T>> {};
+template <class T>
+inline constexpr bool owns_its_data_v = owns_data<std::remove_cv_t<T>>::value;
+
+// The parameter types (decayed) of a function pointer or of a lambda that is
+// not generic: arguments are converted to them before they travel, so that
+// `length(std::string)` called with "abc" sends a std::string, not a
+// pointer. Unknown for generic lambdas (their arguments travel as given).
+template <class F>
+struct call_parameters {
+  static constexpr bool known = false;
+  using types = std::tuple<>;
+};
+template <class R, class... P>
+struct call_parameters<R (*)(P...)> {
+  static constexpr bool known = true;
+  using types = std::tuple<std::decay_t<P>...>;
+};
+template <class R, class... P>
+struct call_parameters<R (*)(P...) noexcept> : call_parameters<R (*)(P...)> {};
+template <class M>
+struct member_call_parameters : call_parameters<void> {};
+template <class R, class C, class... P>
+struct member_call_parameters<R (C::*)(P...) const> : call_parameters<R (*)(P...)> {};
+template <class R, class C, class... P>
+struct member_call_parameters<R (C::*)(P...) const noexcept> : call_parameters<R (*)(P...)> {};
+template <class F>
+  requires requires { &F::operator(); }
+struct call_parameters<F> : member_call_parameters<decltype(&F::operator())> {};
+
+template <class Parameters, class... Args>
+struct arguments_convert : std::false_type {};
+template <class... P, class... Args>
+  requires(sizeof...(P) == sizeof...(Args))
+struct arguments_convert<std::tuple<P...>, Args...>
+    : std::bool_constant<(std::is_constructible_v<P, Args const&> && ...)> {};
+
+// The types `args` travel as for a call of F: F's parameter types where
+// they are known and the arguments convert to them, else the arguments'
+// own (decayed) types.
+template <class F, class... Args>
+using sent_argument_types =
+    std::conditional_t<call_parameters<std::decay_t<F>>::known &&
+                           arguments_convert<typename call_parameters<std::decay_t<F>>::types, Args...>::value,
+                       typename call_parameters<std::decay_t<F>>::types, std::tuple<std::decay_t<Args>...>>;
+
+template <class Sent>
+inline constexpr bool all_own_their_data = false;
+template <class... T>
+inline constexpr bool all_own_their_data<std::tuple<T...>> = (owns_its_data_v<T> && ...);
+template <class Sent>
+inline constexpr bool all_transferable = false;
+template <class... T>
+inline constexpr bool all_transferable<std::tuple<T...>> = (transferable<T> && ...);
+
+template <class Sent>
+constexpr void require_owning_arguments() {
+  static_assert(all_own_their_data<Sent>,
+                "xjob: an argument of a task run in another process is a pointer or a view (a C string, "
+                "std::string_view, std::span, std::reference_wrapper, or a container of those): it is copied "
+                "there, but the memory it refers to stays in this process. Pass an owning value instead "
+                "(std::string, std::vector), or give the function a parameter of such a type, to which the "
+                "argument is converted before it travels.");
+}
+
 // What crosses to the worker for one call of `f` with `args`.
 struct remote_call {
   code_address thunk;
@@ -115,10 +207,19 @@ struct remote_call {
   }
 };
 
+template <class F, class Sent>
+struct remote_thunk;
+template <class F, class... T>
+struct remote_thunk<F, std::tuple<T...>> {
+  static constexpr call_thunk value = &run_remote_call<F, T...>;
+};
+
 template <class F, class... Args>
 [[nodiscard]] remote_call make_remote_call(F const& f, Args const&... args) {
   require_remote_callable<F>();
-  constexpr bool arguments_travel = (transferable<std::decay_t<Args>> && ...);
+  using Sent = sent_argument_types<F, Args...>;
+  require_owning_arguments<Sent>();
+  constexpr bool arguments_travel = all_transferable<Sent>;
   static_assert(arguments_travel,
                 "xjob: every argument of a task run in another process is copied there, so it must be "
                 "transferable (trivially copyable, or serialisable with cereal: see xjob/transfer.hpp)");
@@ -131,10 +232,11 @@ template <class F, class... Args>
   // After a failed check above, the thunk and the encoders are not
   // instantiated: they would add errors of their own (a closure's deleted
   // default constructor, unsatisfied constraints) after xjob's message.
-  if constexpr (is_remote_callable_v<F> && arguments_travel && result_travels) {
-    call.thunk = locate_code(reinterpret_cast<void const*>(&run_remote_call<std::decay_t<F>, std::decay_t<Args>...>));
+  if constexpr (is_remote_callable_v<F> && all_own_their_data<Sent> && arguments_travel && result_travels) {
+    call.thunk = locate_code(reinterpret_cast<void const*>(remote_thunk<std::decay_t<F>, Sent>::value));
     call.function = function_address(f);
-    if constexpr (sizeof...(Args) > 0) encode_values(call.arguments, args...);
+    if constexpr (sizeof...(Args) > 0)
+      std::apply([&](auto const&... sent) { encode_values(call.arguments, sent...); }, Sent(args...));
   }
   return call;
 }

@@ -4,6 +4,7 @@
 // through cereal's binary archive (see xjob/transfer.hpp for what qualifies).
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <bit>
 #include <cstddef>
@@ -147,13 +148,16 @@ void encode_sequence(std::string& bytes, Range const& values) {
 // Decodes exactly `count` values of T written by encode_sequence.
 template <transferable T>
 [[nodiscard]] std::vector<T> decode_sequence(std::string_view bytes, std::size_t count, std::string_view what) {
+  // The count is checked against the bytes before memory is reserved for
+  // it: a malformed count must not become a huge allocation.
   std::vector<T> values;
-  values.reserve(count);
   if constexpr (travels_as_bytes<T>) {
-    if (bytes.size() != count * sizeof(T))
+    if (count > bytes.size() / sizeof(T) || bytes.size() != count * sizeof(T))
       throw error(fmt::format("{} arrived malformed ({} bytes for {} values)", what, bytes.size(), count));
+    values.reserve(count);
     for (std::size_t i = 0; i < count; ++i) values.push_back(decode_value<T>(bytes.substr(i * sizeof(T), sizeof(T)), what));
   } else {
+    values.reserve(std::min(count, bytes.size()));  // most values take a byte or more
     view_source source(bytes);
     std::istream stream(&source);
     try {

@@ -90,7 +90,7 @@ class call_supervisor {
       receivers_.emplace_back(*slots_.back(), rings_.back());
     }
     wake_fd_.reset(process::move_above_stdio(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)));
-    if (!wake_fd_) process::throw_errno(errno, "cannot create an eventfd for worker processes");
+    if (!wake_fd_) throw_errno(errno, "cannot create an eventfd for worker processes");
     if (warm_ != nullptr) prepare_warm_request();
     if (settings_.call_timeout)
       deadline_ = clock_type::now() + std::chrono::duration_cast<clock_type::duration>(*settings_.call_timeout);
@@ -147,7 +147,7 @@ class call_supervisor {
       return;
     }
     pid_t const pid = fork();
-    if (pid < 0) process::throw_errno(errno, "cannot fork a worker process");
+    if (pid < 0) throw_errno(errno, "cannot fork a worker process");
     if (pid == 0) work_in_child(w);
     own_workers_[w].started(pid);
     running_[w] = true;
@@ -261,7 +261,7 @@ class call_supervisor {
       }
       int const ready = poll(polled.data(), polled.size(), poll_timeout_ms(clock_type::now()));
       header_->caller_sleeping.store(0, std::memory_order_relaxed);
-      if (ready < 0 && errno != EINTR) process::throw_errno(errno, "cannot wait for worker processes");
+      if (ready < 0 && errno != EINTR) throw_errno(errno, "cannot wait for worker processes");
       if (ready <= 0) continue;
       if (polled[0].revents != 0) {
         std::uint64_t count = 0;
@@ -492,8 +492,9 @@ class processes_backend final : public backend {
     if (method != start_method::fork)
       throw invalid_argument(fmt::format(
           "start method {} runs only calls whose callable has no captures (a plain function or a lambda without "
-          "captures, its data passed as arguments or shared arrays){}: a worker started that way holds none of the "
-          "caller's memory, so a closure's captures cannot reach it. Use start method fork for this call",
+          "captures, its data passed as arguments or shared arrays) and whose items and arguments own their data "
+          "(no pointers or views){}: a worker started that way holds none of the caller's memory, so neither a "
+          "closure's captures nor what a pointer points to can reach it. Use start method fork for this call",
           to_string(method), settings_.reuse_workers ? "" : ", and only with reuse_workers"));
     call_supervisor(call, settings_, nullptr).run();
   }
