@@ -76,6 +76,7 @@ class call_supervisor {
         cpu_share_(std::max(1, cpu_count() / static_cast<int>(worker_count_))),
         own_workers_(warm != nullptr ? 0 : worker_count_),
         running_(worker_count_, false),
+        starts_(worker_count_, 0),
         covered_(call.task_count(), false) {
     slots_at_ = round_up(sizeof(process::call_header), 4096);
     rings_at_ = round_up(slots_at_ + worker_count_ * sizeof(process::worker_slot), 4096);
@@ -136,6 +137,7 @@ class call_supervisor {
   // worker w (started first if it is not alive). `retry`: tasks a dead
   // worker held, run first.
   void start(std::size_t w, batch_range retry) {
+    ++starts_[w];
     process::worker_slot* slot = new (slots_[w]) process::worker_slot();
     slot->retry_begin = retry.begin;
     slot->retry_end = retry.end;
@@ -235,7 +237,7 @@ class call_supervisor {
   // Collects results, "done"s and ends of workers until none is running.
   void supervise() {
     std::vector<pollfd> polled;
-    std::vector<std::size_t> polled_worker;
+    std::vector<std::pair<std::size_t, std::size_t>> polled_worker;  // worker, its start count
     for (;;) {
       bool const progressed = drain_all();
       check_timeouts(clock_type::now());
@@ -247,17 +249,19 @@ class call_supervisor {
         header_->caller_sleeping.store(0, std::memory_order_relaxed);
         continue;
       }
-      // Per running worker its pidfd, and a warm one's channel.
+      // Per running worker a warm one's channel, then its pidfd: a "done"
+      // is taken before an end, so a worker that ended after its part is
+      // not counted as a death of this call.
       polled.assign(1, pollfd{wake_fd_.get(), POLLIN, 0});
-      polled_worker.assign(1, 0);
+      polled_worker.assign(1, {0, 0});
       for (std::size_t w = 0; w < worker_count_; ++w) {
         if (!running_[w]) continue;
-        polled.push_back(pollfd{worker(w).pidfd(), POLLIN, 0});
-        polled_worker.push_back(w);
         if (warm_ != nullptr) {
           polled.push_back(pollfd{worker(w).channel(), POLLIN, 0});
-          polled_worker.push_back(w);
+          polled_worker.push_back({w, starts_[w]});
         }
+        polled.push_back(pollfd{worker(w).pidfd(), POLLIN, 0});
+        polled_worker.push_back({w, starts_[w]});
       }
       int const ready = poll(polled.data(), polled.size(), poll_timeout_ms(clock_type::now()));
       header_->caller_sleeping.store(0, std::memory_order_relaxed);
@@ -268,9 +272,11 @@ class call_supervisor {
         [[maybe_unused]] ssize_t const ignored = read(wake_fd_.get(), &count, sizeof count);
       }
       for (std::size_t i = 1; i < polled.size(); ++i) {
-        std::size_t const w = polled_worker[i];
-        if (polled[i].revents == 0 || !running_[w]) continue;
-        bool const channel = polled[i].fd != worker(w).pidfd();
+        auto const [w, start] = polled_worker[i];
+        // Skipped: nothing happened, the worker is out of the call, or it
+        // was started anew in this round (a retry) and this is the old one's.
+        if (polled[i].revents == 0 || !running_[w] || starts_[w] != start) continue;
+        bool const channel = warm_ != nullptr && polled[i].fd == worker(w).channel();
         // A channel that ended means the worker is going: its pidfd says how.
         if (channel && on_message(w)) continue;
         if (channel) worker(w).kill();
@@ -444,6 +450,7 @@ class call_supervisor {
   std::vector<process::record_receiver> receivers_;
   std::vector<worker_process> own_workers_;  // forked for the call
   std::vector<bool> running_;                // in the call: not yet done, dead or reaped
+  std::vector<std::size_t> starts_;          // how often each worker was started in the call
   process::unique_fd wake_fd_;
   warm::call_request request_;  // for warm workers
   std::vector<int> fds_;        // handed with it: wake_fd_, the block, the arrays
