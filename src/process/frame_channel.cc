@@ -8,9 +8,7 @@
 
 namespace xjob::detail::process {
 
-namespace {
-
-bool write_all(int socket, char const* at, std::size_t size) noexcept {
+bool send_all(int socket, char const* at, std::size_t size) noexcept {
   while (size > 0) {
     ssize_t const written = send(socket, at, size, MSG_NOSIGNAL);
     if (written < 0) {
@@ -23,7 +21,7 @@ bool write_all(int socket, char const* at, std::size_t size) noexcept {
   return true;
 }
 
-bool read_all(int socket, char* at, std::size_t size) noexcept {
+bool receive_all(int socket, char* at, std::size_t size) noexcept {
   while (size > 0) {
     ssize_t const got = read(socket, at, size);
     if (got < 0 && errno == EINTR) continue;
@@ -33,8 +31,6 @@ bool read_all(int socket, char* at, std::size_t size) noexcept {
   }
   return true;
 }
-
-}  // namespace
 
 bool send_frame(int socket, std::uint32_t kind, std::string_view payload, std::span<int const> fds) noexcept {
   if (fds.size() > max_frame_fds) return false;
@@ -63,11 +59,11 @@ bool send_frame(int socket, std::uint32_t kind, std::string_view payload, std::s
   // The rest, if the socket took only part (the descriptors went with it).
   std::size_t done = static_cast<std::size_t>(sent);
   if (done < sizeof header) {
-    if (!write_all(socket, reinterpret_cast<char const*>(&header) + done, sizeof header - done)) return false;
+    if (!send_all(socket, reinterpret_cast<char const*>(&header) + done, sizeof header - done)) return false;
     done = sizeof header;
   }
   std::size_t const payload_done = done - sizeof header;
-  return write_all(socket, payload.data() + payload_done, payload.size() - payload_done);
+  return send_all(socket, payload.data() + payload_done, payload.size() - payload_done);
 }
 
 bool receive_frame(int socket, std::uint32_t& kind, std::string& payload, std::vector<unique_fd>& fds,
@@ -96,12 +92,12 @@ bool receive_frame(int socket, std::uint32_t& kind, std::string& payload, std::v
     }
   }
   if ((message.msg_flags & MSG_CTRUNC) != 0) return false;
-  if (!read_all(socket, reinterpret_cast<char*>(&header) + got, sizeof header - static_cast<std::size_t>(got)))
+  if (!receive_all(socket, reinterpret_cast<char*>(&header) + got, sizeof header - static_cast<std::size_t>(got)))
     return false;
   if (header.fd_count != fds.size() || header.bytes > max_bytes) return false;
   kind = header.kind;
   payload.resize(static_cast<std::size_t>(header.bytes));
-  return read_all(socket, payload.data(), payload.size());
+  return receive_all(socket, payload.data(), payload.size());
 }
 
 }  // namespace xjob::detail::process

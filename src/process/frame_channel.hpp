@@ -22,6 +22,11 @@ struct frame_header {
   std::uint64_t bytes = 0;
 };
 
+// Writes all of `bytes` to a socket (no SIGPIPE); false if the peer is gone.
+[[nodiscard]] bool send_all(int socket, char const* bytes, std::size_t size) noexcept;
+// Reads exactly `size` bytes; false at the end of the stream or on an error.
+[[nodiscard]] bool receive_all(int socket, char* bytes, std::size_t size) noexcept;
+
 // Sends one frame with `fds` attached (copies; the caller keeps its own).
 // False if the other end is gone or the socket failed. No SIGPIPE.
 [[nodiscard]] bool send_frame(int socket, std::uint32_t kind, std::string_view payload,

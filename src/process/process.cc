@@ -27,6 +27,7 @@
 #include "child.hpp"
 #include "fd.hpp"
 #include "fork_support.hpp"
+#include "frame_channel.hpp"
 #include "worker_launcher.hpp"
 
 namespace xjob {
@@ -35,6 +36,8 @@ namespace {
 
 using detail::process::become_worker;
 using detail::throw_errno;
+using detail::process::receive_all;
+using detail::process::send_all;
 using detail::process::unique_fd;
 
 constexpr char const* entry_name = "xjob.process";
@@ -45,32 +48,6 @@ constexpr std::chrono::microseconds fork_patience(10'000);
 // exits, into the socket's buffer, which the parent reads only then.
 constexpr std::size_t max_message_bytes = 64 << 10;
 
-// Writes all of `bytes`; false if the peer is gone.
-bool write_all(int fd, char const* bytes, std::size_t size) noexcept {
-  while (size > 0) {
-    ssize_t const written = send(fd, bytes, size, MSG_NOSIGNAL);
-    if (written < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    bytes += written;
-    size -= static_cast<std::size_t>(written);
-  }
-  return true;
-}
-
-// Reads exactly `size` bytes; false at end of file or on an error.
-bool read_all(int fd, char* bytes, std::size_t size) noexcept {
-  while (size > 0) {
-    ssize_t const got = read(fd, bytes, size);
-    if (got < 0 && errno == EINTR) continue;
-    if (got <= 0) return false;
-    bytes += got;
-    size -= static_cast<std::size_t>(got);
-  }
-  return true;
-}
-
 // In the child: the exception being handled, as "<type>: <message>", to
 // stderr and to the parent. Call only inside a catch block.
 void report_failure(int channel) noexcept {
@@ -79,11 +56,11 @@ void report_failure(int channel) noexcept {
     std::string text = failure.type_name + ": " + failure.message;
     if (text.size() > max_message_bytes) text.resize(max_message_bytes);
     std::fprintf(stderr, "%s\n", text.c_str());
-    (void)write_all(channel, text.data(), text.size());
+    (void)send_all(channel, text.data(), text.size());
   } catch (...) {
     static char const fallback[] = "unknown exception: its message could not be formatted";
     std::fprintf(stderr, "%s\n", fallback);
-    (void)write_all(channel, fallback, sizeof fallback - 1);
+    (void)send_all(channel, fallback, sizeof fallback - 1);
   }
 }
 
@@ -116,10 +93,10 @@ template <class Body>
 [[noreturn]] void process_entry(int channel) noexcept {
   run_child(channel, [channel] {
     std::uint64_t size = 0;
-    if (!read_all(channel, reinterpret_cast<char*>(&size), sizeof size) || size > (std::uint64_t(1) << 40))
+    if (!receive_all(channel, reinterpret_cast<char*>(&size), sizeof size) || size > (std::uint64_t(1) << 40))
       throw error("the call to run never arrived (the parent process ended or failed to send it)");
     std::string bytes(static_cast<std::size_t>(size), '\0');
-    if (!read_all(channel, bytes.data(), bytes.size()))
+    if (!receive_all(channel, bytes.data(), bytes.size()))
       throw error("the call to run arrived cut short (the parent process ended?)");
     auto const call = detail::decode_value<detail::remote_call>(bytes, "the call of an xjob::process");
     std::string result;
@@ -241,7 +218,7 @@ void process::start_launched() {
   pidfd_ = detail::process::open_child_pidfd(worker.pid);
   // A child that is gone already (killed at once) has nobody to read this;
   // its exit code tells what happened.
-  (void)write_all(channel_, message.data(), message.size());
+  (void)send_all(channel_, message.data(), message.size());
 }
 
 void process::require_started(char const* what) const {
