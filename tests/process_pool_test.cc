@@ -220,6 +220,35 @@ TEST_CASE("a worker that crashes fails its task with worker_crashed and is repla
   REQUIRE(pool.pids().size() == 2);
 }
 
+int crash_on_37(int x) {
+  if (x == 37) xjob::testing::crash("SIGSEGV");
+  return x;
+}
+
+TEST_CASE("map and imap name the item that crashed, not the first item of its chunk") {
+  xjob::process_pool pool(2);
+  auto const items = std::views::iota(0, 60);
+  for (std::size_t chunksize : {std::size_t(1), std::size_t(13), std::size_t(60)}) {
+    CAPTURE(chunksize);
+    try {
+      (void)pool.map(crash_on_37, items, chunksize);
+      FAIL("map did not throw");
+    } catch (xjob::worker_crashed const& e) {
+      REQUIRE(e.task_index() == std::optional<std::size_t>(37));
+      REQUIRE(e.signal() == SIGSEGV);
+    }
+    try {
+      for (int v : pool.imap(crash_on_37, items, chunksize)) REQUIRE(v < 37);
+      FAIL("imap did not throw");
+    } catch (xjob::worker_crashed const& e) {
+      REQUIRE(e.task_index() == std::optional<std::size_t>(37));
+    }
+  }
+  // A plain task after a chunk is its own task, not an item of the last chunk.
+  auto crashed = pool.submit(crash_on, -1);
+  REQUIRE_THROWS_AS(crashed.get(), xjob::worker_crashed);
+}
+
 TEST_CASE("a worker whose socket closes while it lives is killed, not waited for forever") {
   xjob::process_pool pool(1);
   auto const start = std::chrono::steady_clock::now();

@@ -120,39 +120,22 @@ bool const registered =
     launcher::register_worker_entry("test.report", report_entry) &&
     launcher::register_worker_entry("test.clock", clock_entry);
 
-// A launched worker, reaped through a pidfd; returns how it ended.
+// A launched worker, reaped through its pidfd; returns how it ended.
 struct child {
   launcher::launched_worker worker;
-  int pidfd = -1;
 
-  explicit child(launcher::launched_worker launched) : worker(launched) {
-    pidfd = static_cast<int>(syscall(SYS_pidfd_open, worker.pid, 0));
-    REQUIRE(pidfd >= 0);
-  }
-  child(child const&) = delete;
-  child& operator=(child const&) = delete;
-  ~child() {
-    if (worker.channel_fd >= 0) close(worker.channel_fd);
-    if (pidfd >= 0) {
-      syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, nullptr, 0);
-      (void)wait();
-    }
-  }
+  explicit child(launcher::launched_worker launched) : worker(std::move(launched)) {}
   // The exit status, or -signal.
   int wait() {
-    siginfo_t info{};
-    while (waitid(P_PIDFD, static_cast<id_t>(pidfd), &info, WEXITED) < 0 && errno == EINTR) {
-    }
-    close(pidfd);
-    pidfd = -1;
-    return info.si_code == CLD_EXITED ? info.si_status : -info.si_status;
+    auto const end = worker.child.wait(true);
+    return end.signal != 0 ? -end.signal : end.status;
   }
 };
 
 worker_report ask(child& c, int index) {
-  write_exactly(c.worker.channel_fd, &index, sizeof index);
+  write_exactly(c.worker.channel.get(), &index, sizeof index);
   worker_report report;
-  REQUIRE(read_exactly(c.worker.channel_fd, &report, sizeof report));
+  REQUIRE(read_exactly(c.worker.channel.get(), &report, sizeof report));
   return report;
 }
 
@@ -190,12 +173,11 @@ TEST_CASE("every start method makes a worker that is our child and knows its ind
   child c(launcher::launch_worker(method, "test.report", 1));
   worker_report const report = ask(c, 7);
   CHECK(report.parent == getpid());
-  CHECK(report.pid == c.worker.pid);
+  CHECK(report.pid == c.worker.child.pid());
   CHECK(report.index == 7);
   CHECK(report.launcher_variables == 0);
   CHECK(report.channel_inherited == 0);
-  close(c.worker.channel_fd);
-  c.worker.channel_fd = -1;
+  c.worker.channel.reset();
   REQUIRE(c.wait() == 0);
 }
 
@@ -264,7 +246,7 @@ TEST_CASE("launching workers leaks no descriptor and no child") {
   for (int i = 0; i < 3; ++i) {
     child c(launcher::launch_worker(method, "test.clock", 1));
     std::int64_t stamp = 0;
-    REQUIRE(read_exactly(c.worker.channel_fd, &stamp, sizeof stamp));
+    REQUIRE(read_exactly(c.worker.channel.get(), &stamp, sizeof stamp));
     REQUIRE(c.wait() == 0);
   }
   REQUIRE(xjob::testing::open_descriptor_count() == before.descriptors);
@@ -287,7 +269,7 @@ TEST_CASE("what each start method costs (printed)") {
       child c(launcher::launch_worker(method, "test.clock", 1));
       std::int64_t const returned = monotonic_ns();
       std::int64_t started = 0;
-      REQUIRE(read_exactly(c.worker.channel_fd, &started, sizeof started));
+      REQUIRE(read_exactly(c.worker.channel.get(), &started, sizeof started));
       REQUIRE(c.wait() == 0);
       to_first_instruction.push_back(double(started - begin) / 1e6);
       caller_blocked.push_back(double(returned - begin) / 1e6);
@@ -311,8 +293,60 @@ TEST_CASE("what each start method costs (printed)") {
   REQUIRE(buffer[4096] == static_cast<char>(4096));
 }
 
+namespace {
+
+constexpr char const* half_request_mode = "--fork-server-half-request";
+
+// Run as its own program (the case below): a request is pending when the
+// fork server dies; that request and every later one fail with
+// xjob::error, the later ones saying the server was given up. Exit status
+// 0 if so, else the number of the check that failed.
+int fork_server_half_request() {
+  std::vector<pid_t> const children = xjob::testing::child_processes();
+  if (children.size() != 1) return 10;  // just the fork server
+  pid_t const server = children[0];
+  if (kill(server, SIGSTOP) != 0) return 11;
+  std::atomic<int> first_failed{0};
+  std::thread pending([&] {
+    try {
+      child c(launcher::launch_worker(start_method::forkserver, "test.clock", 1));
+    } catch (xjob::error const&) {
+      first_failed = 1;
+    } catch (...) {
+      first_failed = 2;
+    }
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the request is in the server's socket
+  kill(server, SIGKILL);
+  pending.join();
+  if (first_failed.load() != 1) return 12;
+  try {
+    child c(launcher::launch_worker(start_method::forkserver, "test.clock", 1));
+    return 13;
+  } catch (xjob::error const& e) {
+    if (std::string(e.what()).find("cannot be used any more") == std::string::npos) return 14;
+  }
+  // The other methods are not affected.
+  child c(launcher::launch_worker(start_method::spawn, "test.clock", 1));
+  std::int64_t stamp = 0;
+  if (!read_exactly(c.worker.channel.get(), &stamp, sizeof stamp) || c.wait() != 0) return 15;
+  return 0;
+}
+
+}  // namespace
+
+TEST_CASE("a fork server that died with a request pending is given up, and says why") {
+  std::string const self = "/proc/self/exe";
+  xjob::testing::child_process program([&] {
+    execl(self.c_str(), self.c_str(), half_request_mode, static_cast<char*>(nullptr));
+    return 127;
+  });
+  REQUIRE(program.wait() == 0);
+}
+
 int main(int argc, char** argv) {
   pid_at_main_start = getpid();
   xjob::init(argc, argv);
+  if (argc == 2 && std::strcmp(argv[1], half_request_mode) == 0) return fork_server_half_request();
   return Catch::Session().run(argc, argv);
 }

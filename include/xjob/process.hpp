@@ -232,8 +232,13 @@ class process {
   bool has_call_ = false;
   bool started_ = false;
   pid_t pid_ = -1;
-  mutable int pidfd_ = -1;    // open while the child is not reaped
-  mutable int channel_ = -1;  // the caller's end; the child reports a failure on it
+  // The child while it is not reaped, and the caller's end of its channel
+  // (the child reports a failure on it).
+  struct running_child;
+  struct running_child_deleter {
+    void operator()(running_child* child) const noexcept;  // kills and reaps it if it runs
+  };
+  mutable std::unique_ptr<running_child, running_child_deleter> child_;
   mutable std::optional<int> exit_code_;
   mutable std::string error_message_;
 };

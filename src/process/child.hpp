@@ -1,29 +1,102 @@
-// A child process watched through a pidfd: opened right after the fork,
-// signalled without ever hitting a recycled pid, and waited for. Shared by
-// the processes backend, process_pool and xjob::process.
+// A child process watched through a pidfd: signalled without ever hitting a
+// recycled pid, polled (its pidfd is readable once it ended), and waited for
+// whatever the program does with SIGCHLD. The one child type of the process
+// backend, process_pool and xjob::process.
+//
+// Why SIGCHLD matters: a program that ignores SIGCHLD (SIG_IGN or
+// SA_NOCLDWAIT: the kernel reaps its children at once) or reaps in a handler
+// (`while (waitpid(-1, nullptr, WNOHANG) > 0);`, common in servers) takes
+// the exit status of any child that sends SIGCHLD, so a crashed worker
+// would look like one that exited with 0. Children that xjob starts by
+// clone (spawn, the fork server's workers) therefore send no exit signal at
+// all, which neither disposition nor waitpid(-1) touches. A fork() child
+// always sends SIGCHLD, so while SIGCHLD is not at its default, fork_child
+// forks through a go-between: a single-threaded copy of the caller with
+// SIGCHLD at its default, which forks the child, keeps it unreaped until
+// the caller holds its pidfd, and hands its end over a socket.
 #pragma once
 
+#include <signal.h>
 #include <sys/types.h>
+
+#include <string_view>
+
+#include "fd.hpp"
 
 namespace xjob::detail::process {
 
 // How waiting for a child went.
 struct child_end {
   bool ended = false;  // false: still running (a wait that does not block)
-  int error = 0;       // errno of a failed wait (ECHILD: reaped elsewhere, e.g. SIGCHLD ignored); how it ended is then unknown
+  int error = 0;       // errno of a failed wait; how it ended is then unknown
   int signal = 0;      // the signal that ended it, or 0
   int status = -1;     // its exit status, or -1 if a signal ended it
 };
 
-// A pidfd for child `pid`. If none can be opened, the child is killed and
-// reaped (no zombie) and std::system_error is thrown.
-[[nodiscard]] int open_child_pidfd(pid_t pid);
+struct forked_child;
 
-// Sends `signal` to the child of `pidfd`.
-void signal_child(int pidfd, int signal) noexcept;
+// Move-only. The destructor kills a child still watched and reaps it, so no
+// path leaves a zombie. Not thread-safe.
+//   child_process child(pid);                   // a child started by clone
+//   child.kill();
+//   child_end const end = child.wait(true);     // end.signal == SIGKILL
+class child_process {
+ public:
+  child_process() noexcept = default;
+  // Watches child `pid` of this process. Throws std::system_error if no
+  // pidfd can be opened (the child is then killed and reaped).
+  explicit child_process(pid_t pid);
+  child_process(child_process&& other) noexcept { *this = std::move(other); }
+  child_process& operator=(child_process&& other) noexcept;
+  child_process(child_process const&) = delete;
+  child_process& operator=(child_process const&) = delete;
+  ~child_process() { stop(); }
 
-// Collects the child if it ended; with `block`, waits until it does. The
-// pidfd stays open.
-[[nodiscard]] child_end wait_child(int pidfd, bool block) noexcept;
+  [[nodiscard]] pid_t pid() const noexcept { return pid_; }
+  // Readable once the child ended; -1 once it has been waited for.
+  [[nodiscard]] int pidfd() const noexcept { return pidfd_.get(); }
+  // Whether it has not been waited for yet.
+  [[nodiscard]] bool watched() const noexcept { return static_cast<bool>(pidfd_); }
+
+  // Sends `signal_number`; nothing once the child has been waited for.
+  void signal(int signal_number) const noexcept;
+  void kill() const noexcept { signal(SIGKILL); }
+
+  // Collects the child if it ended; with `block`, waits until it does.
+  // Once it ended the pidfd is closed and watched() is false.
+  [[nodiscard]] child_end wait(bool block) noexcept;
+
+ private:
+  friend bool fork_child(child_process& child, forked_child& side, std::string_view what);
+  void stop() noexcept;
+
+  pid_t pid_ = -1;
+  unique_fd pidfd_;
+  unique_fd relay_;            // the go-between's socket, if one forked the child
+  unique_fd go_between_pidfd_;
+};
+
+// What the child side of fork_child gets: the process it must outlive
+// (this process, or the go-between, see above), and the caller's signal
+// mask. All signals stay blocked in the child, so that none of the caller's
+// handlers runs in a half-made worker, until it restores that mask.
+struct forked_child {
+  pid_t parent = -1;
+  sigset_t caller_mask{};
+};
+
+// fork(), watched: returns true in the child, false in the caller, where
+// `child` then watches it. Throws std::system_error "cannot fork <what>".
+//   forked_child side;
+//   if (fork_child(child, side, "a worker process")) {
+//     if (!become_worker(side.parent, share)) _exit(1);
+//     pthread_sigmask(SIG_SETMASK, &side.caller_mask, nullptr);
+//     ...; _exit(0);
+//   }
+[[nodiscard]] bool fork_child(child_process& child, forked_child& side, std::string_view what);
+
+// Whether the program's SIGCHLD disposition could take a fork() child's
+// exit status: SIG_IGN, SA_NOCLDWAIT, or a handler.
+[[nodiscard]] bool sigchld_takes_children() noexcept;
 
 }  // namespace xjob::detail::process

@@ -68,16 +68,6 @@ bool other_threads_running() noexcept {
   return running;
 }
 
-bool single_threaded() noexcept {
-  // num_threads, field 20 of /proc/self/stat: cheaper than listing the tasks.
-  char text[1024];
-  char const* field = stat_fields_from_state("/proc/self/stat", text);
-  for (int index = 3; field != nullptr && index < 20; ++index) {
-    field = std::strchr(field, ' ');
-    if (field != nullptr) ++field;
-  }
-  return field != nullptr && std::strtol(field, nullptr, 10) == 1;
-}
 
 // The worker's cap on oneTBB, in static storage: it lives as long as the
 // worker (which leaves through _exit), and neither a function-local static
@@ -113,6 +103,17 @@ Function* find_symbol(char const* name) noexcept {
 }
 
 }  // namespace
+
+bool single_threaded() noexcept {
+  // num_threads, field 20 of /proc/self/stat: cheaper than listing the tasks.
+  char text[1024];
+  char const* field = stat_fields_from_state("/proc/self/stat", text);
+  for (int index = 3; field != nullptr && index < 20; ++index) {
+    field = std::strchr(field, ' ');
+    if (field != nullptr) ++field;
+  }
+  return field != nullptr && std::strtol(field, nullptr, 10) == 1;
+}
 
 void prepare_to_fork(std::chrono::microseconds patience) noexcept {
   if (!single_threaded()) {

@@ -12,6 +12,9 @@
 
 namespace xjob::detail::process {
 
+// Whether this process has one thread only (its /proc/self/stat says so).
+[[nodiscard]] bool single_threaded() noexcept;
+
 // Called in the caller just before it forks workers: waits (up to `patience`)
 // until no other thread of the process is running, so none is inside a
 // oneTBB critical section; releases GNU OpenMP's thread pool (it is rebuilt

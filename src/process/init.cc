@@ -34,6 +34,7 @@
 
 #include "fd.hpp"
 #include "fork_server.hpp"
+#include "fork_support.hpp"
 #include "worker_launcher.hpp"
 
 namespace xjob {
@@ -72,6 +73,9 @@ init_record& record() {
 std::atomic<bool> initialized_flag{false};
 std::mutex init_mutex;
 std::mutex server_mutex;
+// Why the fork server was given up after a half-done request; empty while
+// it can be used. Guarded by server_mutex.
+std::string server_unusable_why;
 
 // Number of threads of this process (1 if it cannot tell).
 int thread_count() noexcept {
@@ -143,7 +147,9 @@ int thread_count() noexcept {
       sigset_t server_mask;
       sigfillset(&all);
       sigprocmask(SIG_SETMASK, &all, &server_mask);
-      long const pid = syscall(SYS_clone, CLONE_PARENT | SIGCHLD, 0, 0, 0, 0);
+      // The exit signal is the server's own (CLONE_PARENT), whatever is
+      // asked for here.
+      long const pid = syscall(SYS_clone, CLONE_PARENT, 0, 0, 0, 0);
       if (pid == 0) {
         close(fd);
         sigaction(SIGINT, &program_sigint, nullptr);
@@ -168,7 +174,13 @@ void start_fork_server(init_record& state) {
   pid_t const program = getpid();
   // Flushed now, buffered output cannot be written again by a worker.
   std::fflush(nullptr);
-  pid_t const pid = fork();
+  // With no exit signal (see child.hpp) where that is safe, in a program
+  // of one thread: the workers it clones with CLONE_PARENT inherit it, so
+  // the program's SIGCHLD disposition can neither reap them nor hide how
+  // they ended. A raw clone skips glibc's fork handlers, which is harmless
+  // with one thread (no lock is held by another) and so early (xjob's
+  // fork handlers have nothing to drop yet). Otherwise a plain fork.
+  pid_t const pid = single_threaded() ? static_cast<pid_t>(syscall(SYS_clone, 0, 0, 0, 0, 0)) : fork();
   if (pid < 0) throw_errno(errno, "cannot fork the fork server");
   if (pid == 0) {
     program_end.reset();
@@ -258,18 +270,36 @@ pid_t start_by_fork_server(char const* entry_name, int cpu_share, int worker_fd)
   server_reply reply;
   {
     std::lock_guard lock(server_mutex);
+    if (!server_unusable_why.empty())
+      throw error(fmt::format("the fork server (pid {}) cannot be used any more: {}; use start method fork or spawn",
+                              state.server_pid, server_unusable_why));
+    // Once a request went out, any failure leaves the exchange half done:
+    // a reply (and a worker) may still come, and would be taken as the
+    // answer to the next request. The server is then given up for good,
+    // and told so (its socket shut down, it exits).
+    auto give_up = [&](std::string why) {
+      server_unusable_why = std::move(why);
+      shutdown(state.server_fd, SHUT_RDWR);
+    };
     ssize_t sent = 0;
     while ((sent = sendmsg(state.server_fd, &message, MSG_NOSIGNAL)) < 0 && errno == EINTR) {
     }
     if (sent < 0) {
-      if (errno == EPIPE || errno == ECONNRESET) throw gone(errno);
-      throw_errno(errno, "cannot send a request to the fork server");
+      int const code = errno;
+      give_up(fmt::format("a request could not be sent ({})", std::strerror(code)));
+      if (code == EPIPE || code == ECONNRESET) throw gone(code);
+      throw_errno(code, "cannot send a request to the fork server");
     }
     ssize_t received = 0;
     while ((received = recv(state.server_fd, &reply, sizeof reply, 0)) < 0 && errno == EINTR) {
     }
-    if (received < 0 && errno != ECONNRESET) throw_errno(errno, "cannot read the fork server's reply");
-    if (received != static_cast<ssize_t>(sizeof reply)) throw gone(received < 0 ? errno : 0);
+    if (received != static_cast<ssize_t>(sizeof reply)) {
+      int const code = received < 0 ? errno : 0;
+      give_up(received < 0 ? fmt::format("its reply to a request could not be read ({})", std::strerror(code))
+                           : fmt::format("its reply to a request was {} bytes, not {}", received, sizeof reply));
+      if (received < 0 && code != ECONNRESET) throw_errno(code, "cannot read the fork server's reply");
+      throw gone(code);
+    }
   }
   if (reply.error == ENOENT)
     throw invalid_argument(fmt::format("the fork server knows no worker entry named \"{}\"", entry_name));

@@ -108,6 +108,13 @@ template <class Body>
 
 }  // namespace
 
+struct process::running_child {
+  detail::process::child_process child;
+  unique_fd channel;
+};
+
+void process::running_child_deleter::operator()(running_child* child) const noexcept { delete child; }
+
 process::process(process&& other) noexcept
     : method_(other.method_),
       target_(std::move(other.target_)),
@@ -115,8 +122,7 @@ process::process(process&& other) noexcept
       has_call_(std::exchange(other.has_call_, false)),
       started_(std::exchange(other.started_, false)),
       pid_(std::exchange(other.pid_, -1)),
-      pidfd_(std::exchange(other.pidfd_, -1)),
-      channel_(std::exchange(other.channel_, -1)),
+      child_(std::move(other.child_)),
       exit_code_(std::exchange(other.exit_code_, std::nullopt)),
       error_message_(std::move(other.error_message_)) {
   other.error_message_.clear();
@@ -131,8 +137,7 @@ process& process::operator=(process&& other) noexcept {
     has_call_ = std::exchange(other.has_call_, false);
     started_ = std::exchange(other.started_, false);
     pid_ = std::exchange(other.pid_, -1);
-    pidfd_ = std::exchange(other.pidfd_, -1);
-    channel_ = std::exchange(other.channel_, -1);
+    child_ = std::move(other.child_);
     exit_code_ = std::exchange(other.exit_code_, std::nullopt);
     error_message_ = std::move(other.error_message_);
     other.error_message_.clear();
@@ -143,24 +148,9 @@ process& process::operator=(process&& other) noexcept {
 process::~process() { release(); }
 
 void process::release() noexcept {
-  if (pidfd_ >= 0) {
-    // Started and not reaped: kill it (pidfd_send_signal cannot hit a
-    // recycled pid) and wait for it, so no zombie stays behind.
-    detail::process::signal_child(pidfd_, SIGKILL);
-    try {
-      (void)reap(true);
-    } catch (...) {
-      // reap(true) throws only on a failed waitid other than ECHILD/EINTR.
-    }
-    if (pidfd_ >= 0) {
-      close(pidfd_);
-      pidfd_ = -1;
-    }
-  }
-  if (channel_ >= 0) {
-    close(channel_);
-    channel_ = -1;
-  }
+  // Started and not reaped: the child is killed (through its pidfd, never
+  // a recycled pid) and reaped, so no zombie stays behind.
+  child_.reset();
 }
 
 void process::start() {
@@ -180,31 +170,24 @@ void process::start_forked() {
   unique_fd parent_end;
   unique_fd child_end;
   detail::process::make_socket_pair(SOCK_STREAM, parent_end, child_end, "a child process");
-  pid_t const parent = getpid();
   int const cpu_share = cpu_count();
   detail::process::prepare_to_fork(fork_patience);
-  // Signals are blocked across the fork: one sent to the child at once (a
-  // terminate() right after start()) must not run a handler of the
-  // caller's in a child still inside fork(), with malloc's locks held.
-  sigset_t all;
-  sigset_t caller_mask;
-  sigfillset(&all);
-  pthread_sigmask(SIG_SETMASK, &all, &caller_mask);
-  pid_t const pid = fork();
-  if (pid == 0) {
+  // fork_child blocks signals across the fork: one sent to the child at
+  // once (a terminate() right after start()) must not run a handler of
+  // the caller's in a child still inside fork(), with malloc's locks held.
+  std::unique_ptr<running_child, running_child_deleter> started(new running_child);
+  detail::process::forked_child side;
+  if (detail::process::fork_child(started->child, side, "a child process")) {
     parent_end.reset();
     reset_termination_signal();
-    if (!become_worker(parent, cpu_share)) _exit(1);
-    pthread_sigmask(SIG_SETMASK, &caller_mask, nullptr);
+    if (!become_worker(side.parent, cpu_share)) _exit(1);
+    pthread_sigmask(SIG_SETMASK, &side.caller_mask, nullptr);
     run_child(child_end.get(), [this] { target_->run(); });
   }
-  int const saved = errno;
-  pthread_sigmask(SIG_SETMASK, &caller_mask, nullptr);
-  if (pid < 0) throw_errno(saved, "cannot fork a child process");
   child_end.reset();
-  channel_ = parent_end.release();
-  pid_ = pid;
-  pidfd_ = detail::process::open_child_pidfd(pid);
+  started->channel = std::move(parent_end);
+  pid_ = started->child.pid();
+  child_ = std::move(started);
 }
 
 void process::start_launched() {
@@ -212,13 +195,12 @@ void process::start_launched() {
   detail::encode_values(message, call_);
   std::uint64_t const size = message.size() - sizeof size;
   std::memcpy(message.data(), &size, sizeof size);
-  auto const worker = detail::process::launch_worker(method_, entry_name, cpu_count());
-  channel_ = worker.channel_fd;
-  pid_ = worker.pid;
-  pidfd_ = detail::process::open_child_pidfd(worker.pid);
+  auto worker = detail::process::launch_worker(method_, entry_name, cpu_count());
+  pid_ = worker.child.pid();
+  child_.reset(new running_child{std::move(worker.child), std::move(worker.channel)});
   // A child that is gone already (killed at once) has nobody to read this;
   // its exit code tells what happened.
-  (void)send_all(channel_, message.data(), message.size());
+  (void)send_all(child_->channel.get(), message.data(), message.size());
 }
 
 void process::require_started(char const* what) const {
@@ -226,29 +208,23 @@ void process::require_started(char const* what) const {
 }
 
 bool process::reap(bool block) const {
-  if (pidfd_ < 0) return started_;
-  detail::process::child_end const end = detail::process::wait_child(pidfd_, block);
-  if (end.error != 0 && end.error != ECHILD) throw_errno(end.error, "cannot wait for a child process");
+  if (!child_) return started_;
+  detail::process::child_end const end = child_->child.wait(block);
   if (!end.ended) return false;  // still running
-  close(pidfd_);
-  pidfd_ = -1;
-  // ECHILD: someone else reaped it (SIGCHLD ignored, a waitpid(-1)
-  // elsewhere); how it ended is unknown, so exit_code() stays empty.
+  // A failed wait (the go-between that forked it was killed): how it ended
+  // is unknown, so exit_code() stays empty.
   if (end.error == 0) exit_code_ = end.signal != 0 ? -end.signal : end.status;
-  if (channel_ >= 0) {
-    // What the child reported before it ended; a grandchild may hold the
-    // other end still, so read only what is there.
-    char buffer[4096];
-    for (;;) {
-      ssize_t const got = recv(channel_, buffer, sizeof buffer, MSG_DONTWAIT);
-      if (got < 0 && errno == EINTR) continue;
-      if (got <= 0) break;
-      error_message_.append(buffer, static_cast<std::size_t>(got));
-      if (error_message_.size() >= max_message_bytes) break;
-    }
-    close(channel_);
-    channel_ = -1;
+  // What the child reported before it ended; a grandchild may hold the
+  // other end still, so read only what is there.
+  char buffer[4096];
+  for (;;) {
+    ssize_t const got = recv(child_->channel.get(), buffer, sizeof buffer, MSG_DONTWAIT);
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) break;
+    error_message_.append(buffer, static_cast<std::size_t>(got));
+    if (error_message_.size() >= max_message_bytes) break;
   }
+  child_.reset();
   return true;
 }
 
@@ -259,7 +235,7 @@ void process::join() {
 
 bool process::join_for(std::chrono::duration<double> timeout) {
   require_started("join_for");
-  if (pidfd_ < 0) return true;
+  if (!child_) return true;
   auto const deadline = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::nanoseconds>(
                                                                 std::max(timeout, std::chrono::duration<double>(0)));
   for (;;) {
@@ -267,7 +243,7 @@ bool process::join_for(std::chrono::duration<double> timeout) {
     double const left_ms =
         std::chrono::duration<double, std::milli>(deadline - std::chrono::steady_clock::now()).count();
     if (left_ms <= 0) return false;
-    pollfd ready{pidfd_, POLLIN, 0};
+    pollfd ready{child_->child.pidfd(), POLLIN, 0};
     int const result = poll(&ready, 1, static_cast<int>(std::ceil(std::min(left_ms, 1e9))));
     if (result < 0 && errno != EINTR) throw_errno(errno, "cannot wait for a child process");
   }
@@ -281,8 +257,8 @@ std::optional<int> process::exit_code() const {
 }
 
 void process::send_signal(int signal_number) {
-  if (pidfd_ < 0) return;  // reaped: the pid may be someone else's now
-  if (syscall(SYS_pidfd_send_signal, pidfd_, signal_number, nullptr, 0) != 0 && errno != ESRCH)
+  if (!child_) return;  // reaped: the pid may be someone else's now
+  if (syscall(SYS_pidfd_send_signal, child_->child.pidfd(), signal_number, nullptr, 0) != 0 && errno != ESRCH)
     throw_errno(errno, "cannot signal a child process");
 }
 

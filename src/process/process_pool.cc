@@ -8,6 +8,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -61,14 +62,63 @@ bool send_frame(int fd, frame_kind kind, std::string_view payload) noexcept {
 }
 
 // Reads one frame; false at end of stream, on an error, or on a frame with
-// descriptors (the pool sends none).
-bool receive_frame(int fd, frame_kind& kind, std::string& payload) {
+// more descriptors than `max_fds` (only the hello carries one).
+bool receive_frame(int fd, frame_kind& kind, std::string& payload, std::vector<process::unique_fd>& fds,
+                   std::size_t max_fds = 0) {
   std::uint32_t raw = 0;
-  std::vector<process::unique_fd> fds;
-  if (!process::receive_frame(fd, raw, payload, fds) || !fds.empty()) return false;
+  fds.clear();
+  if (!process::receive_frame(fd, raw, payload, fds) || fds.size() > max_fds) return false;
   kind = static_cast<frame_kind>(raw);
   return true;
 }
+
+bool receive_frame(int fd, frame_kind& kind, std::string& payload) {
+  std::vector<process::unique_fd> fds;
+  return receive_frame(fd, kind, payload, fds);
+}
+
+// A word the pool and one worker share (a memfd, so that every start
+// method can map it): the worker's chunk_item_note.
+class shared_note {
+ public:
+  shared_note() {
+    fd_.reset(process::move_above_stdio(memfd_create("xjob-pool-note", MFD_CLOEXEC)));
+    if (!fd_) throw_errno(errno, "cannot create a memfd for a pool worker");
+    if (ftruncate(fd_.get(), sizeof(std::atomic<std::uint64_t>)) != 0)
+      throw_errno(errno, "cannot size a memfd for a pool worker");
+    map(fd_.get());
+  }
+  // The worker's side, from the descriptor the hello carried.
+  explicit shared_note(int fd) { map(fd); }
+  shared_note(shared_note&& other) noexcept
+      : fd_(std::move(other.fd_)), word_(std::exchange(other.word_, nullptr)) {}
+  shared_note& operator=(shared_note&& other) noexcept {
+    if (this != &other) {
+      unmap();
+      fd_ = std::move(other.fd_);
+      word_ = std::exchange(other.word_, nullptr);
+    }
+    return *this;
+  }
+  ~shared_note() { unmap(); }
+
+  [[nodiscard]] int fd() const noexcept { return fd_.get(); }
+  [[nodiscard]] std::atomic<std::uint64_t>* word() const noexcept { return word_; }
+
+ private:
+  void map(int fd) {
+    void* const at = mmap(nullptr, sizeof(std::atomic<std::uint64_t>), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (at == MAP_FAILED) throw_errno(errno, "cannot map a pool worker's note");
+    word_ = new (at) std::atomic<std::uint64_t>(0);
+  }
+  void unmap() noexcept {
+    if (word_ != nullptr) munmap(word_, sizeof(std::atomic<std::uint64_t>));
+    word_ = nullptr;
+  }
+
+  process::unique_fd fd_;
+  std::atomic<std::uint64_t>* word_ = nullptr;
+};
 
 struct failure_message {
   std::uint64_t offset = no_offset;  // position in a map chunk, if any
@@ -102,9 +152,13 @@ struct hello_message {
   std::string payload;
   std::string result;
   try {
-    if (!receive_frame(channel, kind, payload) || kind != frame_kind::hello) leave(0);
+    std::vector<process::unique_fd> fds;
+    if (!receive_frame(channel, kind, payload, fds, 1) || kind != frame_kind::hello || fds.size() != 1) leave(0);
     auto const hello = decode_value<hello_message>(payload, "the pool's hello");
     set_worker_index(hello.index);
+    // Kept for the worker's life (it leaves through _exit).
+    static shared_note note(fds[0].get());
+    chunk_item_note = note.word();
     if (hello.initializer) {
       try {
         run_remote(*hello.initializer, result);
@@ -348,9 +402,9 @@ class pool_core {
   }
 
   struct worker {
-    pid_t pid = -1;
-    int pidfd = -1;
-    int channel = -1;
+    process::child_process child;
+    process::unique_fd channel;
+    shared_note note;  // which item of a map chunk it runs
     int index = 0;
     worker_state state = worker_state::starting;
     std::shared_ptr<pool_job> job;
@@ -367,44 +421,30 @@ class pool_core {
   // of the CPUs for nested parallelism follows from it.
   void start_worker(int pool_size) {
     int const share = std::max(1, cpu_count() / std::max(1, pool_size));
-    process::launched_worker const launched = process::launch_worker(method_, pool_entry_name, share);
+    process::launched_worker launched = process::launch_worker(method_, pool_entry_name, share);
     worker w;
-    w.pid = launched.pid;
-    w.channel = launched.channel_fd;
-    try {
-      w.pidfd = process::open_child_pidfd(launched.pid);
-    } catch (...) {
-      close(launched.channel_fd);
-      throw;
-    }
+    w.child = std::move(launched.child);
+    w.channel = std::move(launched.channel);
     w.index = next_index_++;
-    // Recorded before anything that can throw, so that it is killed and
-    // reaped on every path.
-    try {
-      workers_.push_back(w);
-    } catch (...) {
-      kill_and_reap(w);
-      throw;
-    }
+    // On a throw here, w's destructor kills and reaps it.
+    workers_.push_back(std::move(w));
     // A worker that cannot be told hello is killed; its pidfd reports it.
-    if (!send_frame(workers_.back().channel, frame_kind::hello, encode_value(hello_message{w.index, initializer_})))
-      kill(workers_.back());
+    worker& started = workers_.back();
+    int const note_fd = started.note.fd();
+    if (!process::send_frame(started.channel.get(), static_cast<std::uint32_t>(frame_kind::hello),
+                             encode_value(hello_message{started.index, initializer_}), std::span(&note_fd, 1)))
+      kill(started);
   }
 
   static void kill_and_reap(worker& w) noexcept {
-    if (w.pidfd >= 0) {
-      process::signal_child(w.pidfd, SIGKILL);
-      (void)process::wait_child(w.pidfd, true);
-      close(w.pidfd);
-      w.pidfd = -1;
-    }
-    if (w.channel >= 0) close(w.channel);
-    w.channel = -1;
+    w.child.kill();
+    (void)w.child.wait(true);
+    w.channel.reset();
   }
 
   void publish_pids() {
     std::vector<int> pids;
-    for (worker const& w : workers_) pids.push_back(w.pid);
+    for (worker const& w : workers_) pids.push_back(w.child.pid());
     std::lock_guard lock(board_->mutex);
     pids_ = std::move(pids);
   }
@@ -441,11 +481,11 @@ class pool_core {
   void retire(worker& w) noexcept {
     if (w.state == worker_state::retiring) return;
     // A worker that cannot be told to quit would never exit by itself.
-    if (!send_frame(w.channel, frame_kind::quit, {})) kill(w);
+    if (!send_frame(w.channel.get(), frame_kind::quit, {})) kill(w);
     w.state = worker_state::retiring;
   }
 
-  static void kill(worker const& w) noexcept { process::signal_child(w.pidfd, SIGKILL); }
+  static void kill(worker const& w) noexcept { w.child.kill(); }
 
   // The supervisor cannot go on (poll failed, out of memory): fail what
   // waits and runs, rather than leave it waiting forever.
@@ -531,9 +571,9 @@ class pool_core {
       polled.assign(1, pollfd{wake_fd_.get(), POLLIN, 0});
       polled_worker.assign(1, 0);
       for (std::size_t i = 0; i < workers_.size(); ++i) {
-        polled.push_back(pollfd{workers_[i].channel, POLLIN, 0});
+        polled.push_back(pollfd{workers_[i].channel.get(), POLLIN, 0});
         polled_worker.push_back(i);
-        polled.push_back(pollfd{workers_[i].pidfd, POLLIN, 0});
+        polled.push_back(pollfd{workers_[i].child.pidfd(), POLLIN, 0});
         polled_worker.push_back(i);
       }
       int const ready = poll(polled.data(), polled.size(), poll_timeout_ms());
@@ -619,7 +659,8 @@ class pool_core {
         }
       }
       if (!job) return;
-      if (!send_frame(w.channel, frame_kind::task, job->request)) {
+      w.note.word()->store(0, std::memory_order_relaxed);  // no item of this task run yet
+      if (!send_frame(w.channel.get(), frame_kind::task, job->request)) {
         // The worker died; its pidfd will say so. The task goes back first.
         std::lock_guard lock(board_->mutex);
         job->status = job_status::pending;
@@ -637,7 +678,7 @@ class pool_core {
   bool on_message(worker& w) {
     frame_kind kind{};
     std::string payload;
-    if (!receive_frame(w.channel, kind, payload)) return false;
+    if (!receive_frame(w.channel.get(), kind, payload)) return false;
     switch (kind) {
       case frame_kind::ready:
         if (w.state == worker_state::starting) w.state = worker_state::idle;
@@ -650,7 +691,7 @@ class pool_core {
         } catch (std::exception const& e) {
           failure.message = e.what();
         }
-        break_pool(fmt::format("the process pool's initializer failed in worker process {}: {}: {}", w.pid,
+        break_pool(fmt::format("the process pool's initializer failed in worker process {}: {}: {}", w.child.pid(),
                                failure.type_name, failure.message));
         w.state = worker_state::retiring;
         break;
@@ -691,22 +732,28 @@ class pool_core {
     return true;
   }
 
+  // Where in its map chunk a dead worker was (0 for a task that is not a
+  // chunk, whose note stays 0).
+  static std::size_t crashed_item_offset(worker const& w) noexcept {
+    std::uint64_t const note = w.note.word()->load(std::memory_order_relaxed);
+    return note > 0 ? static_cast<std::size_t>(note - 1) : 0;
+  }
+
   void on_death(std::size_t index) {
     worker& w = workers_[index];
-    process::child_end end = process::wait_child(w.pidfd, false);
+    process::child_end end = w.child.wait(false);
     if (!end.ended) {
       // Its channel ended but it lives (a task closed the socket, or it is
       // on its way out): a worker the pool cannot talk to is of no use.
       kill(w);
-      end = process::wait_child(w.pidfd, true);
+      end = w.child.wait(true);
     }
-    close(w.pidfd);
-    close(w.channel);
+    w.channel.reset();
     int const signal = end.signal;
     int const status = end.status;
     if (w.job) {
       complete(*w.job, job_status::failed, {},
-               [task = w.job->first_task, pid = w.pid, signal, status] {
+               [task = w.job->first_task + crashed_item_offset(w), pid = w.child.pid(), signal, status] {
                  throw worker_crashed(task, pid, signal, status, 1);
                });
     } else if (w.state == worker_state::starting) {
@@ -717,7 +764,7 @@ class pool_core {
       }
       if (!broken)
         break_pool(fmt::format("a worker process of the pool died while starting: {}",
-                               worker_crashed(std::nullopt, w.pid, signal, status, 1).what()));
+                               worker_crashed(std::nullopt, w.child.pid(), signal, status, 1).what()));
     }
     workers_.erase(workers_.begin() + static_cast<std::ptrdiff_t>(index));
   }

@@ -104,7 +104,7 @@ __attribute__((no_sanitize("address", "thread", "undefined"))) int spawn_child(v
   return 127;
 }
 
-[[nodiscard]] pid_t spawn_worker(char const* entry_name, int cpu_share, int worker_fd) {
+[[nodiscard]] child_process spawn_worker(char const* entry_name, int cpu_share, int worker_fd) {
   char const* argv0 = saved_argv0();
   if (argv0 == nullptr) throw invalid_argument("start method spawn needs xjob::init(argc, argv) at the top of main");
   // Everything the child needs is built here, before the clone.
@@ -112,7 +112,10 @@ __attribute__((no_sanitize("address", "thread", "undefined"))) int spawn_child(v
   std::array<char*, 2> argv{argv0_copy.data(), nullptr};
   std::array<std::string, 4> variables{
       fmt::format("XJOB_WORKER_ENTRY={}", entry_name), fmt::format("XJOB_WORKER_FD={}", worker_fd),
-      fmt::format("XJOB_WORKER_CPU_SHARE={}", cpu_share), fmt::format("XJOB_WORKER_OWNER={}", getpid())};
+      fmt::format("XJOB_WORKER_CPU_SHARE={}", cpu_share), fmt::format("XJOB_WORKER_OWNER={:010}", getpid())};
+  // Ten digits, rewritten in place in a child forked through a go-between,
+  // whose parent (the owner it checks for) is the go-between.
+  char* const owner_digits = variables[3].data() + variables[3].size() - 10;
   std::vector<char*> envp;
   for (char** variable = environ; variable != nullptr && *variable != nullptr; ++variable)
     if (std::strncmp(*variable, "XJOB_WORKER_", 12) != 0) envp.push_back(*variable);
@@ -136,26 +139,48 @@ __attribute__((no_sanitize("address", "thread", "undefined"))) int spawn_child(v
   // CLONE_VM | CLONE_VFORK: no copy of the caller's page tables (a fork of
   // a caller holding 1 GiB of private memory costs ~35 ms); the calling
   // thread resumes once the child has exec'd or failed.
+  child_process child;
+  // A spawned worker sends SIGCHLD whatever it was cloned with (exec sets
+  // a child's exit signal back to SIGCHLD), so while the program's SIGCHLD
+  // disposition takes children (see child.hpp) it is forked through a
+  // go-between instead, and the fork itself is a plain fork_child.
+  // ThreadSanitizer also needs the plain fork: it intercepts clone() and
+  // runs its fork-child bookkeeping in the CLONE_VM child, that is, in the
+  // caller's own memory, and the caller then counts as a child of a
+  // multi-threaded fork and dies at its next thread start. In a plain fork
+  // an exec failure shows as an exit status of 127 instead of
+  // request.error.
 #if defined(__SANITIZE_THREAD__)
-  // ThreadSanitizer intercepts clone() and runs its fork-child bookkeeping
-  // in the CLONE_VM child, that is, in the caller's own memory: the caller
-  // then counts as a child of a multi-threaded fork and dies at its next
-  // thread start. Under TSan the child is a plain fork (its exec failure
-  // shows as an exit status of 127 instead of request.error).
-  pid_t const pid = fork();
-  if (pid == 0) spawn_child(&request);
+  bool const plain_fork = true;
 #else
-  pid_t const pid = clone(spawn_child, stack.get() + stack_bytes, CLONE_VM | CLONE_VFORK | SIGCHLD, &request);
+  bool const plain_fork = sigchld_takes_children();
 #endif
-  int const saved = errno;
-  pthread_sigmask(SIG_SETMASK, &caller_mask, nullptr);
-  if (pid < 0) throw_errno(saved, "cannot start a worker process (clone for spawn)");
-  if (request.error != 0) {
-    while (waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+  if (plain_fork) {
+    forked_child side;
+    bool in_child = false;
+    try {
+      in_child = fork_child(child, side, "a spawned worker process");
+    } catch (...) {
+      pthread_sigmask(SIG_SETMASK, &caller_mask, nullptr);
+      throw;
     }
+    if (in_child) {
+      for (int digit = 9, owner = side.parent; digit >= 0; --digit, owner /= 10) owner_digits[digit] = char('0' + owner % 10);
+      spawn_child(&request);
+    }
+    pthread_sigmask(SIG_SETMASK, &caller_mask, nullptr);
+  } else {
+    pid_t const pid = clone(spawn_child, stack.get() + stack_bytes, CLONE_VM | CLONE_VFORK | SIGCHLD, &request);
+    int const saved = errno;
+    pthread_sigmask(SIG_SETMASK, &caller_mask, nullptr);
+    if (pid < 0) throw_errno(saved, "cannot start a worker process (clone for spawn)");
+    child = child_process(pid);
+  }
+  if (request.error != 0) {
+    (void)child.wait(true);
     throw_errno(request.error, "cannot exec /proc/self/exe for a spawned worker process");
   }
-  return pid;
+  return child;
 }
 
 }  // namespace
@@ -199,33 +224,26 @@ launched_worker launch_worker(start_method method, char const* entry_name, int c
   unique_fd caller_end;
   unique_fd worker_end;
   make_socket_pair(SOCK_STREAM, caller_end, worker_end, "a worker process");
-  pid_t pid = -1;
+  launched_worker launched;
   switch (method) {
     case start_method::fork: {
-      pid_t const caller = getpid();
       prepare_to_fork(fork_patience);
-      sigset_t all;
-      sigset_t caller_mask;
-      sigfillset(&all);
-      pthread_sigmask(SIG_SETMASK, &all, &caller_mask);
-      pid = fork();
-      if (pid == 0) {
+      forked_child side;
+      if (fork_child(launched.child, side, "a worker process")) {
         close(caller_end.release());
-        run_worker(entry, worker_end.release(), caller, cpu_share, &caller_mask);
+        run_worker(entry, worker_end.release(), side.parent, cpu_share, &side.caller_mask);
       }
-      int const saved = errno;
-      pthread_sigmask(SIG_SETMASK, &caller_mask, nullptr);
-      if (pid < 0) throw_errno(saved, "cannot fork a worker process");
       break;
     }
     case start_method::forkserver:
-      pid = start_by_fork_server(entry_name, cpu_share, worker_end.get());
+      launched.child = child_process(start_by_fork_server(entry_name, cpu_share, worker_end.get()));
       break;
     case start_method::spawn:
-      pid = spawn_worker(entry_name, cpu_share, worker_end.get());
+      launched.child = spawn_worker(entry_name, cpu_share, worker_end.get());
       break;
   }
-  return {pid, caller_end.release()};
+  launched.channel = std::move(caller_end);
+  return launched;
 }
 
 }  // namespace xjob::detail::process

@@ -1,8 +1,8 @@
 // Starting a worker process by any start method. Whatever the method, the
-// worker is a child of this process (the fork server clones with
-// CLONE_PARENT), so it is reaped and watched through a pidfd like any child,
-// and it dies with the thread that started it (fork), or with the program's
-// main thread (forkserver, spawn).
+// worker is watched as a child of this process (the fork server clones with
+// CLONE_PARENT; a fork may go through a go-between, see child.hpp), and it
+// dies with the thread that started it (fork), or with the program's main
+// thread (forkserver, spawn).
 #pragma once
 
 #include <signal.h>
@@ -11,6 +11,9 @@
 #include <string_view>
 
 #include <xjob/start_method.hpp>
+
+#include "child.hpp"
+#include "fd.hpp"
 
 namespace xjob::detail::process {
 
@@ -28,8 +31,8 @@ using worker_entry = void (*)(int channel_fd);
 bool register_worker_entry(char const* name, worker_entry entry) noexcept;
 
 struct launched_worker {
-  pid_t pid = -1;
-  int channel_fd = -1;  // the caller's end; the caller closes it
+  child_process child;
+  unique_fd channel;  // the caller's end
 };
 
 // Starts a worker running the entry `entry_name` with `cpu_share` CPUs for

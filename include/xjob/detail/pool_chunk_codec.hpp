@@ -4,6 +4,7 @@
 // only calls it.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -56,6 +57,11 @@ T decode_result(std::string_view bytes) {
   }
 }
 
+// In a pool worker, a word in memory the pool shares: 1 + the position of
+// the item of a map chunk being run (0 before the first), so that the pool
+// can name the item whose crash killed the worker. Null elsewhere.
+inline std::atomic<std::uint64_t>* chunk_item_note = nullptr;
+
 // Thrown in a worker when an item of a map chunk throws; task_index is the
 // item's position in the chunk.
 struct chunk_item_failure {
@@ -84,6 +90,7 @@ void run_remote_chunk(void const* function, std::string_view args, std::string& 
   std::conditional_t<std::is_void_v<R>, int, std::vector<std::conditional_t<std::is_void_v<R>, int, R>>> out{};
   if constexpr (!std::is_void_v<R>) out.reserve(items.size());
   for (std::size_t i = 0; i < items.size(); ++i) {
+    if (chunk_item_note != nullptr) chunk_item_note->store(i + 1, std::memory_order_relaxed);
     try {
       if constexpr (std::is_void_v<R>) {
         call_one(items[i]);

@@ -72,7 +72,6 @@ class call_supervisor {
         warm_(warm),
         worker_count_(static_cast<std::size_t>(
             std::clamp<std::size_t>(call.task_count(), 1, static_cast<std::size_t>(call.worker_count())))),
-        caller_pid_(getpid()),
         cpu_share_(std::max(1, cpu_count() / static_cast<int>(worker_count_))),
         own_workers_(warm != nullptr ? 0 : worker_count_),
         running_(worker_count_, false),
@@ -148,10 +147,10 @@ class call_supervisor {
       hand_over(w, retry);
       return;
     }
-    pid_t const pid = fork();
-    if (pid < 0) throw_errno(errno, "cannot fork a worker process");
-    if (pid == 0) work_in_child(w);
-    own_workers_[w].started(pid);
+    process::child_process child;
+    process::forked_child side;
+    if (process::fork_child(child, side, "a worker process")) work_in_child(w, side);
+    own_workers_[w].started(std::move(child));
     running_[w] = true;
   }
 
@@ -223,8 +222,9 @@ class call_supervisor {
   }
 
   // The worker's whole life; never returns into the caller's code.
-  [[noreturn]] void work_in_child(std::size_t w) noexcept {
-    if (!process::become_worker(caller_pid_, cpu_share_)) _exit(1);
+  [[noreturn]] void work_in_child(std::size_t w, process::forked_child const& side) noexcept {
+    if (!process::become_worker(side.parent, cpu_share_)) _exit(1);
+    pthread_sigmask(SIG_SETMASK, &side.caller_mask, nullptr);
     set_worker_index(static_cast<int>(w));
     process::worker_slot& slot = *slots_[w];
     process::record_sender sender(*header_, slot, rings_[w], call_.reports_progress(), wake_fd_.get());
@@ -438,7 +438,6 @@ class call_supervisor {
   backend_settings const& settings_;
   warm::worker_set* const warm_;
   std::size_t const worker_count_;
-  pid_t const caller_pid_;
   int const cpu_share_;
   mapped_region block_;
   mapped_region payload_region_;  // a large remote form's payload

@@ -305,8 +305,8 @@ worker_process& worker_set::ready_worker(std::size_t w) {
   if (!worker.ended()) return worker;
   int const share = std::max(1, cpu_count() / size_);
   keeper::instance().run([&] {
-    process::launched_worker const launched = process::launch_worker(method_, entry_name, share);
-    worker.started(launched.pid, process::unique_fd(launched.channel_fd));
+    process::launched_worker launched = process::launch_worker(method_, entry_name, share);
+    worker.started(std::move(launched.child), std::move(launched.channel));
   });
   keeper::instance().wake();  // its idle clock now counts
   return worker;

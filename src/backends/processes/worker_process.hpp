@@ -24,42 +24,24 @@ struct worker_end {
 
 class worker_process {
  public:
-  worker_process() = default;
-  worker_process(worker_process&& other) noexcept { *this = std::move(other); }
-  worker_process& operator=(worker_process&& other) noexcept {
-    if (this != &other) {
-      stop();
-      pid_ = std::exchange(other.pid_, -1);
-      pidfd_ = std::move(other.pidfd_);
-      channel_ = std::move(other.channel_);
-    }
-    return *this;
-  }
-  ~worker_process() { stop(); }
-
-  // Takes the child `pid` (and its channel, for a warm worker). Throws
-  // std::system_error if no pidfd can be opened (the child is then killed
-  // and reaped).
-  void started(pid_t pid, process::unique_fd channel = {}) {
+  // Takes the started child (and its channel, for a warm worker).
+  void started(process::child_process child, process::unique_fd channel = {}) noexcept {
+    child_ = std::move(child);
     channel_ = std::move(channel);
-    pidfd_.reset(process::open_child_pidfd(pid));
-    pid_ = pid;
   }
 
-  [[nodiscard]] bool alive() const noexcept { return static_cast<bool>(pidfd_); }
-  [[nodiscard]] pid_t pid() const noexcept { return pid_; }
-  [[nodiscard]] int pidfd() const noexcept { return pidfd_.get(); }
+  [[nodiscard]] bool alive() const noexcept { return child_.watched(); }
+  [[nodiscard]] pid_t pid() const noexcept { return child_.pid(); }
+  [[nodiscard]] int pidfd() const noexcept { return child_.pidfd(); }
   [[nodiscard]] int channel() const noexcept { return channel_.get(); }
 
-  void kill() const noexcept { process::signal_child(pidfd_.get(), SIGKILL); }
+  void kill() const noexcept { child_.kill(); }
 
   // Waits for the worker to end and collects it.
   worker_end reap() noexcept {
-    process::child_end const end = process::wait_child(pidfd_.get(), true);
-    pidfd_.reset();
+    process::child_end const end = child_.wait(true);
     channel_.reset();
-    // A failed wait (reaped elsewhere): its status is unknown, so only lost
-    // work can tell.
+    // A failed wait: its status is unknown, so only lost work can tell.
     if (end.error != 0) return {};
     return {end.signal, end.status};
   }
@@ -67,9 +49,7 @@ class worker_process {
   // Whether it ended already (reaped then), without waiting.
   bool ended() noexcept {
     if (!alive()) return true;
-    process::child_end const end = process::wait_child(pidfd_.get(), false);
-    if (!end.ended) return false;
-    pidfd_.reset();
+    if (!child_.wait(false).ended) return false;
     channel_.reset();
     return true;
   }
@@ -80,15 +60,9 @@ class worker_process {
   std::chrono::steady_clock::time_point watched_since{};
 
  private:
-  void stop() noexcept {
-    if (alive()) {
-      kill();
-      (void)reap();
-    }
-  }
-
-  pid_t pid_ = -1;
-  process::unique_fd pidfd_;
+  // Declared first, destroyed last: the child is killed and reaped after
+  // its channel closed.
+  process::child_process child_;
   process::unique_fd channel_;
 };
 
