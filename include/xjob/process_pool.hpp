@@ -36,6 +36,7 @@
 #include <fmt/format.h>
 
 #include <xjob/delayed.hpp>
+#include <xjob/detail/deadline.hpp>
 #include <xjob/detail/pool_chunk_codec.hpp>
 #include <xjob/detail/remote_call.hpp>
 #include <xjob/detail/task_runner.hpp>
@@ -128,15 +129,15 @@ struct pool_job {
 
 [[nodiscard]] bool job_done(job_status status) noexcept;
 void wait_job(pool_job& job);
-[[nodiscard]] bool wait_job_until(pool_job& job, std::chrono::steady_clock::time_point deadline);
+[[nodiscard]] bool wait_job_until(pool_job& job, deadline until);
 [[nodiscard]] bool cancel_job(pool_job& job) noexcept;
 [[nodiscard]] job_status job_status_of(pool_job& job) noexcept;
 
-// Waits until `done(statuses of jobs)` holds or `deadline`; `jobs` may come
+// Waits until `done(statuses of jobs)` holds or `until`; `jobs` may come
 // from several pools. Returns whether the predicate held.
 using jobs_predicate = std::function<bool(std::span<job_status const>)>;
 [[nodiscard]] bool wait_jobs(std::span<pool_job* const> jobs, jobs_predicate const& done,
-                             std::optional<std::chrono::steady_clock::time_point> deadline);
+                             std::optional<deadline> until);
 
 class pool_core;
 
@@ -200,14 +201,14 @@ std::vector<pool_job*> jobs_of(Futures const& futures) {
   return jobs;
 }
 wait_result wait_for_jobs(std::span<pool_job* const> jobs, return_when when,
-                          std::optional<std::chrono::steady_clock::time_point> deadline);
+                          std::optional<deadline> until);
 
 // Waits until one of `futures` not yet `taken` is done, marks it taken and
-// returns its index; nothing once all are taken. Past `deadline`, throws
+// returns its index; nothing once all are taken. Past `until`, throws
 // xjob::timeout_error naming `timeout`.
 template <class Futures>
 std::optional<std::size_t> take_next_done(Futures const& futures, std::vector<bool>& taken,
-                                          std::optional<std::chrono::steady_clock::time_point> deadline,
+                                          std::optional<deadline> until,
                                           std::chrono::duration<double> timeout) {
   if (std::find(taken.begin(), taken.end(), false) == taken.end()) return std::nullopt;
   auto const jobs = jobs_of(futures);
@@ -220,7 +221,7 @@ std::optional<std::size_t> take_next_done(Futures const& futures, std::vector<bo
       }
     return false;
   };
-  if (!wait_jobs(jobs, look, deadline))
+  if (!wait_jobs(jobs, look, until))
     throw timeout_error(fmt::format("as_completed: futures were still running after {} s", timeout.count()),
                         std::nullopt, timeout);
   taken[*found] = true;
@@ -234,11 +235,10 @@ std::optional<std::size_t> take_next_done(Futures const& futures, std::vector<bo
 template <std::ranges::forward_range Futures>
 wait_result wait(Futures const& futures, return_when when = return_when::all_completed,
                  std::optional<std::chrono::duration<double>> timeout = std::nullopt) {
-  std::optional<std::chrono::steady_clock::time_point> deadline;
-  if (timeout)
-    deadline = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(*timeout);
+  std::optional<detail::deadline> until;
+  if (timeout) until = detail::deadline_after(*timeout);
   auto const jobs = detail::jobs_of(futures);
-  return detail::wait_for_jobs(jobs, when, deadline);
+  return detail::wait_for_jobs(jobs, when, until);
 }
 
 // concurrent.futures.as_completed: the futures in the order they finish.
@@ -249,9 +249,7 @@ class as_completed_range {
  public:
   as_completed_range(std::vector<Future> futures, std::optional<std::chrono::duration<double>> timeout)
       : futures_(std::move(futures)), yielded_(futures_.size(), false), timeout_(timeout) {
-    if (timeout_)
-      deadline_ =
-          std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(*timeout_);
+    if (timeout_) deadline_ = detail::deadline_after(*timeout_);
   }
 
   class iterator {
@@ -292,7 +290,7 @@ class as_completed_range {
   std::vector<Future> futures_;
   std::vector<bool> yielded_;
   std::optional<std::chrono::duration<double>> timeout_;
-  std::optional<std::chrono::steady_clock::time_point> deadline_;
+  std::optional<detail::deadline> deadline_;
 };
 
 template <std::ranges::input_range Futures>

@@ -95,7 +95,7 @@ void semaphore::release(std::ptrdiff_t update) {
                                           std::memory_order_relaxed));
   // Every waiter, not `update` of them: one that is killed right after its
   // wake-up would otherwise leave a unit that nobody is woken for.
-  if (s.waiters.load(std::memory_order_seq_cst) != 0) detail::futex_wake_all(s.count);
+  if (s.waiters.load(std::memory_order_seq_cst) != 0) detail::futex_wake(s.count);
 }
 
 std::ptrdiff_t semaphore::value() const { return state().count.load(std::memory_order_relaxed); }

@@ -1,6 +1,5 @@
-// Private to xjob::ipc: waiting on a word of shared memory (a futex without
-// FUTEX_PRIVATE_FLAG, so that waiters and wakers in different processes
-// meet), and a condition variable made of one.
+// Private to xjob::ipc: a condition variable made of a futex (a word of
+// shared memory waited on with src/core/futex.hpp).
 //
 // Why not a process-shared pthread_cond_t: glibc's condition variable (2.36,
 // Debian 12) is not robust against a waiter that is killed. A waiter holds a
@@ -20,17 +19,14 @@
 #include <xjob/ipc/detail/block.hpp>
 #include <xjob/ipc/lock.hpp>
 
+#include "src/core/futex.hpp"
+
 namespace xjob::ipc::detail {
 
-// An absolute CLOCK_MONOTONIC time.
-[[nodiscard]] timespec to_timespec(deadline when) noexcept;
-
-// Sleeps while `word` holds `expected`, until woken or `until`. Returns false
-// if the deadline passed; true when woken, when the word differed, or on a
-// signal (callers recheck their condition).
-bool futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected, std::optional<deadline> until);
-// Wakes every process and thread waiting on `word`.
-void futex_wake_all(std::atomic<std::uint32_t>& word) noexcept;
+// The futex wrapper and its timespec are core's (src/core/futex.hpp).
+using xjob::detail::futex_wait;
+using xjob::detail::futex_wake;
+using xjob::detail::to_timespec;
 
 // A condition variable in shared memory, used with a mutex_state. Every
 // notification wakes all waiters (they are few: processes, not tasks), so a

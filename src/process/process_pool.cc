@@ -220,9 +220,9 @@ void wait_job(pool_job& job) {
   job.board->changed.wait(lock, [&] { return job_done(job.status); });
 }
 
-bool wait_job_until(pool_job& job, clock_type::time_point deadline) {
+bool wait_job_until(pool_job& job, deadline until) {
   std::unique_lock lock(job.board->mutex);
-  return job.board->changed.wait_until(lock, deadline, [&] { return job_done(job.status); });
+  return job.board->changed.wait_until(lock, until, [&] { return job_done(job.status); });
 }
 
 bool cancel_job(pool_job& job) noexcept {
@@ -235,7 +235,7 @@ bool cancel_job(pool_job& job) noexcept {
 }
 
 bool wait_jobs(std::span<pool_job* const> jobs, jobs_predicate const& done,
-               std::optional<clock_type::time_point> deadline) {
+               std::optional<deadline> until) {
   std::vector<job_status> statuses(jobs.size());
   if (jobs.empty()) return done(statuses);
   bool const one_board = std::all_of(jobs.begin(), jobs.end(), [&](pool_job* j) { return j->board == jobs[0]->board; });
@@ -246,23 +246,23 @@ bool wait_jobs(std::span<pool_job* const> jobs, jobs_predicate const& done,
       for (std::size_t i = 0; i < jobs.size(); ++i) statuses[i] = jobs[i]->status;
       return done(statuses);
     };
-    if (!deadline) {
+    if (!until) {
       board.changed.wait(lock, holds);
       return true;
     }
-    return board.changed.wait_until(lock, *deadline, holds);
+    return board.changed.wait_until(lock, *until, holds);
   }
   // Futures of several pools: look every millisecond.
   for (;;) {
     for (std::size_t i = 0; i < jobs.size(); ++i) statuses[i] = job_status_of(*jobs[i]);
     if (done(statuses)) return true;
-    if (deadline && clock_type::now() >= *deadline) return false;
+    if (until && clock_type::now() >= *until) return false;
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
 }
 
 wait_result wait_for_jobs(std::span<pool_job* const> jobs, return_when when,
-                          std::optional<clock_type::time_point> deadline) {
+                          std::optional<deadline> until) {
   auto satisfied = [&](std::span<job_status const> statuses) {
     std::size_t finished = 0;
     for (job_status const status : statuses) {
@@ -273,7 +273,7 @@ wait_result wait_for_jobs(std::span<pool_job* const> jobs, return_when when,
     }
     return finished == statuses.size();
   };
-  (void)wait_jobs(jobs, satisfied, deadline);
+  (void)wait_jobs(jobs, satisfied, until);
   wait_result result;
   for (std::size_t i = 0; i < jobs.size(); ++i)
     (job_done(job_status_of(*jobs[i])) ? result.done : result.not_done).push_back(i);

@@ -1,30 +1,15 @@
 #include "worker_channel.hpp"
 
-#include <linux/futex.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstring>
 #include <ctime>
 
 #include <xjob/errors.hpp>
 
+#include "src/core/futex.hpp"
+
 namespace xjob::detail::process {
 
-namespace {
-
-// Process-shared futex (no FUTEX_PRIVATE_FLAG): the word is in shared memory.
-void futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected, long timeout_ns) noexcept {
-  timespec timeout{0, timeout_ns};
-  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAIT, expected, &timeout, nullptr, 0);
-}
-
-void futex_wake(std::atomic<std::uint32_t>& word) noexcept {
-  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE, 1, nullptr, nullptr, 0);
-}
-
-}  // namespace
 
 void record_sender::send(record_kind kind, std::size_t begin, std::size_t end, std::string_view payload) noexcept {
   record_header const header{kind, 0, begin, end, payload.size()};
@@ -57,7 +42,12 @@ void record_sender::put(std::string_view bytes) noexcept {
       wake_caller();
       slot_.writer_sleeping.store(1, std::memory_order_seq_cst);
       if (slot_.consumed.load(std::memory_order_seq_cst) == written - ring_bytes)
-        futex_wait(slot_.writer_sleeping, 1, 20'000'000);
+        try {
+          (void)futex_wait(slot_.writer_sleeping, 1, deadline_after(std::chrono::milliseconds(20)));
+        } catch (...) {
+          // Cannot fail on a word of the ring's own shared block; were it to,
+          // the loop just looks again.
+        }
       slot_.writer_sleeping.store(0, std::memory_order_relaxed);
       continue;
     }
@@ -97,7 +87,7 @@ bool record_receiver::drain() {
   slot_->consumed.store(written, std::memory_order_seq_cst);
   if (slot_->writer_sleeping.load(std::memory_order_seq_cst) != 0 &&
       slot_->writer_sleeping.exchange(0, std::memory_order_relaxed) != 0)
-    futex_wake(slot_->writer_sleeping);
+    futex_wake(slot_->writer_sleeping, 1);
   return true;
 }
 

@@ -9,6 +9,8 @@
 #include <string_view>
 #include <type_traits>
 
+#include <xjob/detail/deadline.hpp>
+
 namespace xjob::ipc {
 class shared_memory;
 }  // namespace xjob::ipc
@@ -77,30 +79,9 @@ void check_block(shared_memory const& memory, std::string_view name, block_kind 
 // A block's payload: where the primitive's state lives.
 [[nodiscard]] std::byte* block_payload(shared_memory const& memory) noexcept;
 
-// Deadlines are on steady_clock, which is CLOCK_MONOTONIC in libstdc++ (the
-// clock of the futex and pthread_mutex_clocklock waits).
-using deadline = std::chrono::steady_clock::time_point;
-
-// Now plus `timeout`, saturating (a timeout of hours::max() waits for
-// centuries, not for a negative time).
-template <class Rep, class Period>
-[[nodiscard]] deadline deadline_after(std::chrono::duration<Rep, Period> const& timeout) {
-  using steady = std::chrono::steady_clock;
-  auto const now = steady::now();
-  if (timeout <= timeout.zero()) return now;
-  std::chrono::duration<double> const seconds = timeout;
-  std::chrono::duration<double> const room = deadline::max() - now;
-  if (seconds >= room) return deadline::max();
-  return now + std::chrono::ceil<steady::duration>(timeout);
-}
-
-template <class Clock, class Duration>
-[[nodiscard]] deadline to_deadline(std::chrono::time_point<Clock, Duration> const& when) {
-  if constexpr (std::is_same_v<Clock, std::chrono::steady_clock>) {
-    return std::chrono::ceil<std::chrono::steady_clock::duration>(when);
-  } else {
-    return deadline_after(when - Clock::now());
-  }
-}
+// One deadline type for every wait of xjob (see <xjob/detail/deadline.hpp>).
+using xjob::detail::deadline;
+using xjob::detail::deadline_after;
+using xjob::detail::to_deadline;
 
 }  // namespace xjob::ipc::detail
