@@ -10,6 +10,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <numeric>
 #include <chrono>
 #include <cstdio>
 #include <map>
@@ -353,6 +356,136 @@ TEST_CASE("idle workers exit after idle_timeout and come back for new work") {
   while (!pool.pids().empty() && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(5ms);
   REQUIRE(pool.pids().empty());
   REQUIRE(pool.submit(square, 9).get() == 81);
+}
+
+// Every run of a task appends its item to this file (set in each worker by
+// the pool's initializer), so that a test can count runs across workers.
+std::string run_log;
+
+void set_run_log(std::string path) { run_log = std::move(path); }
+
+std::size_t runs_of(std::string const& path, int item) {
+  std::ifstream log(path);
+  std::size_t runs = 0;
+  for (int logged = 0; log >> logged;) runs += logged == item ? 1 : 0;
+  return runs;
+}
+
+void log_run(int item) {
+  int const fd = open(run_log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  std::string const line = std::to_string(item) + "\n";
+  [[maybe_unused]] ssize_t const written = write(fd, line.data(), line.size());
+  close(fd);
+}
+
+// Item 37 crashes its worker on its first run only.
+int crash_37_once(int x) {
+  log_run(x);
+  if (x == 37 && runs_of(run_log, 37) == 1) xjob::testing::crash("SIGSEGV");
+  return 2 * x;
+}
+
+// Item 37 crashes its worker on every run.
+int crash_37_always(int x) {
+  log_run(x);
+  if (x == 37) xjob::testing::crash("SIGKILL");
+  return 2 * x;
+}
+
+// Item 5 hangs on its first run only.
+int hang_5_once(int x) {
+  log_run(x);
+  if (x == 5 && runs_of(run_log, 5) == 1) std::this_thread::sleep_for(60s);
+  return x;
+}
+
+TEST_CASE("retries re-run only the map item whose worker died, never one that finished") {
+  auto const method = GENERATE(xjob::start_method::fork, xjob::start_method::spawn);
+  CAPTURE(xjob::to_string(method));
+  xjob::testing::temp_dir dir;
+  std::string const log = (dir / "runs").string();
+  xjob::process_pool pool({.processes = 2, .start_method = method, .initializer = xjob::delayed(set_run_log)(log),
+                           .retries = 1});
+  std::vector<int> expected;
+  for (int i = 0; i < 60; ++i) expected.push_back(2 * i);
+  REQUIRE(pool.map(crash_37_once, std::views::iota(0, 60), 13) == expected);
+  for (int i = 0; i < 60; ++i) {
+    CAPTURE(i);
+    REQUIRE(runs_of(log, i) == (i == 37 ? 2u : 1u));
+  }
+  // A plain task that crashes its worker runs again as a whole.
+  std::filesystem::remove(log);
+  REQUIRE(pool.submit(crash_37_once, 37).get() == 74);
+  REQUIRE(runs_of(log, 37) == 2);
+}
+
+TEST_CASE("when retries run out, worker_crashed names the item and how often it ran") {
+  xjob::testing::temp_dir dir;
+  std::string const log = (dir / "runs").string();
+  xjob::process_pool pool({.processes = 2, .initializer = xjob::delayed(set_run_log)(log), .retries = 2});
+  try {
+    (void)pool.map(crash_37_always, std::views::iota(0, 60), 20);
+    FAIL("map did not throw");
+  } catch (xjob::worker_crashed const& e) {
+    REQUIRE(e.task_index() == std::optional<std::size_t>(37));
+    REQUIRE(e.signal() == SIGKILL);
+    REQUIRE(e.attempts() == 3);
+  }
+  REQUIRE(runs_of(log, 37) == 3);
+  REQUIRE(pool.map(square, std::vector<int>{2, 3}) == std::vector<int>{4, 9});
+}
+
+TEST_CASE("task_timeout kills only the stuck worker and names the item; with retries the item runs again") {
+  xjob::testing::temp_dir dir;
+  std::string const log = (dir / "runs").string();
+  {
+    xjob::process_pool pool({.processes = 2, .initializer = xjob::delayed(set_run_log)(log), .task_timeout = 0.3s});
+    auto const start = std::chrono::steady_clock::now();
+    try {
+      (void)pool.map(hang_5_once, std::views::iota(0, 10), 4);
+      FAIL("map did not throw");
+    } catch (xjob::timeout_error const& e) {
+      REQUIRE(e.task_index() == std::optional<std::size_t>(5));
+    }
+    REQUIRE(std::chrono::steady_clock::now() - start < 20s);
+    REQUIRE(pool.map(square, std::vector<int>{2, 3}) == std::vector<int>{4, 9});
+  }
+  std::filesystem::remove(log);
+  xjob::process_pool pool(
+      {.processes = 2, .initializer = xjob::delayed(set_run_log)(log), .retries = 1, .task_timeout = 0.3s});
+  std::vector<int> expected(10);
+  std::iota(expected.begin(), expected.end(), 0);
+  REQUIRE(pool.map(hang_5_once, std::views::iota(0, 10), 4) == expected);
+  REQUIRE(runs_of(log, 5) == 2);
+  REQUIRE(runs_of(log, 4) == 1);
+  REQUIRE_THROWS_AS(xjob::process_pool({.processes = 1, .retries = -1}), xjob::invalid_argument);
+  REQUIRE_THROWS_AS(xjob::process_pool({.processes = 1, .task_timeout = 0s}), xjob::invalid_argument);
+}
+
+// Kills its worker the first time it runs in the pool whose log is `path`.
+void die_in_first_initializer(std::string path) {
+  set_run_log(path);
+  log_run(-1);
+  if (runs_of(path, -1) == 1) raise(SIGKILL);
+}
+
+void always_die_in_initializer() { raise(SIGKILL); }
+
+TEST_CASE("a worker that dies while starting is started again with backoff before the pool is declared broken") {
+  xjob::testing::temp_dir dir;
+  std::string const log = (dir / "runs").string();
+  {
+    xjob::process_pool pool({.processes = 1, .initializer = xjob::delayed(die_in_first_initializer)(log)});
+    REQUIRE(pool.map(square, std::vector<int>{2, 3}) == std::vector<int>{4, 9});
+    REQUIRE(runs_of(log, -1) == 2);
+  }
+  xjob::process_pool pool({.processes = 1, .initializer = xjob::pool_initializer(always_die_in_initializer)});
+  try {
+    (void)pool.submit(square, 2).get();
+    FAIL("no pool_broken");
+  } catch (xjob::pool_broken const& e) {
+    REQUIRE_THAT(std::string(e.what()), Catch::Contains("died while starting") && Catch::Contains("5 failed starts"));
+  }
 }
 
 TEST_CASE("an initializer that throws breaks the pool with its message") {

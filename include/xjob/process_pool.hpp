@@ -89,6 +89,18 @@ struct pool_options {
   std::size_t max_tasks_per_child = 0;
   // A worker idle this long exits; workers are started again on demand.
   std::optional<std::chrono::duration<double>> idle_timeout = std::nullopt;
+  // A task whose worker died (or was killed for task_timeout) runs again on
+  // another worker, up to this many times; then its future fails with
+  // xjob::worker_crashed (attempts() says how often it ran) or
+  // xjob::timeout_error. In a map only the item that was running runs
+  // again, never one that finished: with retries, workers send each item's
+  // result as soon as it is known. Negative: xjob::invalid_argument.
+  int retries = 0;
+  // A task (in a map: an item) running longer than this has its worker
+  // killed (SIGKILL) and, unless retries are left, fails with
+  // xjob::timeout_error naming it; other tasks and workers go on. Checked
+  // every tenth of it (1-100 ms). Not positive: xjob::invalid_argument.
+  std::optional<std::chrono::duration<double>> task_timeout = std::nullopt;
 };
 
 // How shutdown() treats tasks that have not finished.
@@ -125,6 +137,12 @@ struct pool_job {
   // every caller of get(), whose reference count (in libsupc++) neither
   // the caller's code nor ThreadSanitizer can see.
   std::function<void()> raise;
+  // The supervisor's alone.
+  bool chunk = false;               // a map chunk, whose items are tasks of their own
+  std::size_t resume_at = 0;        // the item a retry starts from (items before it finished)
+  int attempts = 0;                 // runs from resume_at that ended with the worker's death
+  std::uint64_t streamed_count = 0; // results sent item by item (with retries), in order
+  std::string streamed;
 };
 
 [[nodiscard]] bool job_done(job_status status) noexcept;

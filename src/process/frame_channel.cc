@@ -1,6 +1,9 @@
 #include "frame_channel.hpp"
 
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -98,6 +101,22 @@ bool receive_frame(int socket, std::uint32_t& kind, std::string& payload, std::v
   kind = header.kind;
   payload.resize(static_cast<std::size_t>(header.bytes));
   return receive_all(socket, payload.data(), payload.size());
+}
+
+bool whole_frame_waiting(int socket) noexcept {
+  frame_header header;
+  ssize_t got = 0;
+  while ((got = recv(socket, &header, sizeof header, MSG_PEEK | MSG_DONTWAIT)) < 0 && errno == EINTR) {
+  }
+  if (got != static_cast<ssize_t>(sizeof header)) return false;
+  int queued = 0;
+  if (ioctl(socket, SIOCINQ, &queued) != 0 || queued < 0) return false;
+  return static_cast<std::uint64_t>(queued) >= sizeof header + header.bytes;
+}
+
+bool limit_frame_stalls(int socket, int seconds) noexcept {
+  timeval const limit{seconds, 0};
+  return setsockopt(socket, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit) == 0;
 }
 
 }  // namespace xjob::detail::process

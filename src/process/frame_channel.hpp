@@ -39,4 +39,16 @@ struct frame_header {
 [[nodiscard]] bool receive_frame(int socket, std::uint32_t& kind, std::string& payload, std::vector<unique_fd>& fds,
                                  std::uint64_t max_bytes = std::uint64_t(1) << 36);
 
+// Whether a whole frame waits on `socket` (its header and payload are all
+// queued), so that receive_frame cannot block. For reading what a dead
+// worker sent: a frame it died in the middle of never completes, and a
+// grandchild of the worker holding the socket would keep the read waiting.
+[[nodiscard]] bool whole_frame_waiting(int socket) noexcept;
+
+// Makes a receive on `socket` give up (receive_frame returns false) when a
+// frame stalls `seconds` in the middle: a live sender writes a frame
+// without pausing, so a stall means it is stopped or died mid-frame while
+// a grandchild holds the socket. Returns false if the option cannot be set.
+bool limit_frame_stalls(int socket, int seconds) noexcept;
+
 }  // namespace xjob::detail::process

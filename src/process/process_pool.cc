@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <deque>
 #include <future>
 #include <sstream>
@@ -45,16 +46,31 @@ using clock_type = std::chrono::steady_clock;
 
 constexpr char const* pool_entry_name = "xjob.pool";
 constexpr std::uint64_t no_offset = UINT64_MAX;
+// A frame stalled this long mid-way means its sender is stopped or dead
+// (see process::limit_frame_stalls).
+constexpr int frame_stall_seconds = 10;
+// Failed worker starts in a row before the pool is broken.
+constexpr int max_start_failures = 5;
 
 // The kinds of frames on a worker's socket (see frame_channel.hpp).
 enum class frame_kind : std::uint32_t {
-  hello = 1,  // pool -> worker: index, initializer
-  task = 2,   // pool -> worker: an encoded remote_call
-  quit = 3,   // pool -> worker: exit now
+  hello = 1,      // pool -> worker: index, initializer; the note's memfd attached
+  task = 2,       // pool -> worker: an encoded remote_call
+  quit = 3,       // pool -> worker: exit now
+  task_from = 4,  // pool -> worker, with retries: how to run the next task (task_settings)
   ready = 10,        // worker -> pool: initialised, waiting for tasks
   init_failed = 11,  // worker -> pool: the initializer threw (type, message)
   result = 12,       // worker -> pool: the task's encoded result
   failure = 13,      // worker -> pool: the task threw (offset, type, message)
+  item_result = 14,  // worker -> pool, with retries: one item's encoded result
+};
+
+// How a worker runs its next map chunk: from which item (the ones before
+// finished in an earlier attempt), and whether it sends each item's result
+// at once.
+struct task_settings {
+  std::uint64_t first_item = 0;
+  std::uint8_t per_item = 0;
 };
 
 bool send_frame(int fd, frame_kind kind, std::string_view payload) noexcept {
@@ -78,7 +94,7 @@ bool receive_frame(int fd, frame_kind& kind, std::string& payload) {
 }
 
 // A word the pool and one worker share (a memfd, so that every start
-// method can map it): the worker's chunk_item_note.
+// method can map it): the worker's chunk_run.note.
 class shared_note {
  public:
   shared_note() {
@@ -146,8 +162,16 @@ struct hello_message {
   _exit(status);
 }
 
+// The worker's end of its channel, for chunk_run.send_item.
+int worker_channel = -1;
+
+bool send_item_result(std::string_view encoded) {
+  return process::send_frame(worker_channel, static_cast<std::uint32_t>(frame_kind::item_result), encoded);
+}
+
 // The worker's whole life.
 [[noreturn]] void pool_worker_main(int channel) noexcept {
+  worker_channel = channel;
   frame_kind kind{};
   std::string payload;
   std::string result;
@@ -158,7 +182,7 @@ struct hello_message {
     set_worker_index(hello.index);
     // Kept for the worker's life (it leaves through _exit).
     static shared_note note(fds[0].get());
-    chunk_item_note = note.word();
+    chunk_run.note = note.word();
     if (hello.initializer) {
       try {
         run_remote(*hello.initializer, result);
@@ -171,7 +195,18 @@ struct hello_message {
     }
     if (!send_frame(channel, frame_kind::ready, {})) leave(0);
     for (;;) {
-      if (!receive_frame(channel, kind, payload) || kind != frame_kind::task) leave(0);
+      if (!receive_frame(channel, kind, payload)) leave(0);
+      chunk_run.first_item = 0;
+      chunk_run.send_item = nullptr;
+      if (kind == frame_kind::task_from) {
+        if (payload.size() != sizeof(task_settings)) leave(3);
+        task_settings settings;
+        std::memcpy(&settings, payload.data(), sizeof settings);
+        chunk_run.first_item = static_cast<std::size_t>(settings.first_item);
+        if (settings.per_item != 0) chunk_run.send_item = &send_item_result;
+        if (!receive_frame(channel, kind, payload)) leave(0);
+      }
+      if (kind != frame_kind::task) leave(0);
       result.clear();
       failure_message failed;
       bool ok = false;
@@ -287,8 +322,14 @@ class pool_core {
         initializer_(options.initializer.call() != nullptr ? std::optional(*options.initializer.call()) : std::nullopt),
         max_tasks_per_child_(options.max_tasks_per_child),
         idle_timeout_(options.idle_timeout),
+        retries_(options.retries),
+        task_timeout_(options.task_timeout),
         board_(std::make_shared<pool_board>()),
         target_(resolve_n_jobs(options.processes)) {
+    if (retries_ < 0) throw invalid_argument(fmt::format("pool_options::retries must be 0 or more, not {}", retries_));
+    if (task_timeout_ && !(task_timeout_->count() > 0))
+      throw invalid_argument(
+          fmt::format("pool_options::task_timeout must be positive, not {} s", task_timeout_->count()));
     if (method_ != start_method::fork && !initialized())
       throw invalid_argument(fmt::format("start method {} needs xjob::init(argc, argv) at the top of main",
                                          to_string(method_)));
@@ -338,6 +379,7 @@ class pool_core {
       std::lock_guard lock(board_->mutex);
       if (stopping_ || broken_)
         throw pool_broken(broken_ ? broken_why_ : std::string("the process pool was shut down; it takes no more tasks"));
+      job->chunk = first_task != SIZE_MAX;
       job->first_task = first_task != SIZE_MAX ? first_task : submitted_++;
       pending_.push_back(job);
     }
@@ -406,6 +448,11 @@ class pool_core {
     process::unique_fd channel;
     shared_note note;  // which item of a map chunk it runs
     int index = 0;
+    // task_timeout: the note last seen, since when, and whether the worker
+    // was killed for it.
+    std::uint64_t watched_note = 0;
+    clock_type::time_point watched_since{};
+    bool timed_out = false;
     worker_state state = worker_state::starting;
     std::shared_ptr<pool_job> job;
     std::size_t tasks_done = 0;
@@ -430,6 +477,7 @@ class pool_core {
     workers_.push_back(std::move(w));
     // A worker that cannot be told hello is killed; its pidfd reports it.
     worker& started = workers_.back();
+    (void)process::limit_frame_stalls(started.channel.get(), frame_stall_seconds);
     int const note_fd = started.note.fd();
     if (!process::send_frame(started.channel.get(), static_cast<std::uint32_t>(frame_kind::hello),
                              encode_value(hello_message{started.index, initializer_}), std::span(&note_fd, 1)))
@@ -564,6 +612,7 @@ class pool_core {
       }
       manage_workers(target, stopping, have_pending, broken);
       dispatch();
+      check_task_timeouts();
       if (stopping && workers_.empty()) {
         publish_pids();
         return;
@@ -589,7 +638,9 @@ class pool_core {
       std::vector<std::size_t> dead;
       for (std::size_t i = 1; i < polled.size(); i += 2) {
         std::size_t const w = polled_worker[i];
-        if (polled[i].revents != 0 && !on_message(workers_[w])) polled[i + 1].revents |= POLLIN;
+        // A dead worker's frames are read by on_death, whole ones only.
+        if (polled[i + 1].revents == 0 && polled[i].revents != 0 && !on_message(workers_[w]))
+          polled[i + 1].revents |= POLLIN;
         if (polled[i + 1].revents != 0) dead.push_back(w);
       }
       std::sort(dead.begin(), dead.end());
@@ -632,12 +683,12 @@ class pool_core {
     // Grow: to the target, except that after an idle timeout workers come
     // back only when there is work.
     int const wanted = idle_timeout_ && !have_pending ? active : target;
-    for (; active < wanted; ++active) {
+    for (; active < wanted && now >= next_start_; ++active) {
       try {
         start_worker(target);
         grew = true;
       } catch (std::exception const& e) {
-        break_pool(fmt::format("the process pool cannot start a worker: {}", e.what()));
+        on_start_failure(fmt::format("the process pool cannot start a worker: {}", e.what()));
         break;
       }
     }
@@ -660,7 +711,13 @@ class pool_core {
       }
       if (!job) return;
       w.note.word()->store(0, std::memory_order_relaxed);  // no item of this task run yet
-      if (!send_frame(w.channel.get(), frame_kind::task, job->request)) {
+      bool sent = true;
+      if (retries_ > 0 || job->resume_at > 0) {
+        task_settings const settings{job->resume_at, static_cast<std::uint8_t>(retries_ > 0 && job->chunk ? 1 : 0)};
+        sent = send_frame(w.channel.get(), frame_kind::task_from,
+                          std::string_view(reinterpret_cast<char const*>(&settings), sizeof settings));
+      }
+      if (!sent || !send_frame(w.channel.get(), frame_kind::task, job->request)) {
         // The worker died; its pidfd will say so. The task goes back first.
         std::lock_guard lock(board_->mutex);
         job->status = job_status::pending;
@@ -671,6 +728,27 @@ class pool_core {
       }
       w.job = std::move(job);
       w.state = worker_state::busy;
+      w.watched_note = 0;
+      w.watched_since = clock_type::now();
+    }
+  }
+
+  // Kills a worker whose task (or map item) has run past task_timeout: the
+  // note moves on with every item, so each item has the whole limit.
+  void check_task_timeouts() {
+    if (!task_timeout_) return;
+    auto const now = clock_type::now();
+    auto const limit = std::chrono::duration_cast<clock_type::duration>(*task_timeout_);
+    for (worker& w : workers_) {
+      if (w.state != worker_state::busy || w.timed_out) continue;
+      std::uint64_t const note = w.note.word()->load(std::memory_order_relaxed);
+      if (note != w.watched_note) {
+        w.watched_note = note;
+        w.watched_since = now;
+      } else if (now - w.watched_since >= limit) {
+        w.timed_out = true;
+        kill(w);  // its pidfd reports the death
+      }
     }
   }
 
@@ -682,6 +760,7 @@ class pool_core {
     switch (kind) {
       case frame_kind::ready:
         if (w.state == worker_state::starting) w.state = worker_state::idle;
+        start_failures_ = 0;
         w.idle_since = clock_type::now();
         break;
       case frame_kind::init_failed: {
@@ -696,11 +775,25 @@ class pool_core {
         w.state = worker_state::retiring;
         break;
       }
+      case frame_kind::item_result:
+        if (w.job) {
+          w.job->streamed.append(payload);
+          ++w.job->streamed_count;
+        }
+        break;
       case frame_kind::result:
       case frame_kind::failure: {
         if (!w.job) break;
         std::shared_ptr<pool_job> job = std::move(w.job);
         if (kind == frame_kind::result) {
+          if (job->streamed_count > 0) {
+            // Its items' results came one by one (retries): the chunk's
+            // result is their count, then them.
+            std::uint64_t const count = job->streamed_count;
+            payload.assign(reinterpret_cast<char const*>(&count), sizeof count);
+            payload += job->streamed;
+            job->streamed.clear();
+          }
           complete(*job, job_status::finished, std::move(payload), nullptr);
         } else {
           failure_message failure;
@@ -741,6 +834,11 @@ class pool_core {
 
   void on_death(std::size_t index) {
     worker& w = workers_[index];
+    // What it sent before it died (item results, even its task's result)
+    // counts; only whole frames, since one it died in the middle of never
+    // completes.
+    while (w.channel && process::whole_frame_waiting(w.channel.get()) && on_message(w)) {
+    }
     process::child_end end = w.child.wait(false);
     if (!end.ended) {
       // Its channel ended but it lives (a task closed the socket, or it is
@@ -752,33 +850,80 @@ class pool_core {
     int const signal = end.signal;
     int const status = end.status;
     if (w.job) {
-      complete(*w.job, job_status::failed, {},
-               [task = w.job->first_task + crashed_item_offset(w), pid = w.child.pid(), signal, status] {
-                 throw worker_crashed(task, pid, signal, status, 1);
-               });
-    } else if (w.state == worker_state::starting) {
-      bool broken = false;
-      {
+      std::shared_ptr<pool_job> job = std::move(w.job);
+      // The item it was running. With results sent item by item, those
+      // received are exactly the items that finished (a death right after
+      // an item's result, before the note moved on, must not run it again).
+      std::size_t const item = std::max(crashed_item_offset(w), static_cast<std::size_t>(job->streamed_count));
+      // Items before `item` finished; the count is of runs from the same
+      // item that ended like this.
+      job->attempts = item == job->resume_at ? job->attempts + 1 : 1;
+      job->resume_at = item;
+      if (job->attempts <= retries_) {
         std::lock_guard lock(board_->mutex);
-        broken = broken_;
+        job->status = job_status::pending;
+        pending_.push_front(std::move(job));
+      } else if (w.timed_out) {
+        complete(*job, job_status::failed, {},
+                 [task = job->first_task + item, limit = *task_timeout_, attempts = job->attempts] {
+                   throw timeout_error(fmt::format("task {} ran longer than its task_timeout of {} s ({} attempt{}); "
+                                                   "its worker process was killed",
+                                                   task, limit.count(), attempts, attempts == 1 ? "" : "s"),
+                                       task, limit);
+                 });
+      } else {
+        complete(*job, job_status::failed, {},
+                 [task = job->first_task + item, pid = w.child.pid(), signal, status, attempts = job->attempts] {
+                   throw worker_crashed(task, pid, signal, status, attempts);
+                 });
       }
-      if (!broken)
-        break_pool(fmt::format("a worker process of the pool died while starting: {}",
-                               worker_crashed(std::nullopt, w.child.pid(), signal, status, 1).what()));
+    } else if (w.state == worker_state::starting) {
+      on_start_failure(fmt::format("a worker process of the pool died while starting: {}",
+                                   worker_crashed(std::nullopt, w.child.pid(), signal, status, 1).what()));
     }
     workers_.erase(workers_.begin() + static_cast<std::ptrdiff_t>(index));
   }
 
+  // A worker could not be started, or died before it was ready (the OOM
+  // killer, a crash in the initializer): tried again after 10, 20, 40 ...
+  // ms; after max_start_failures in a row the pool is broken. An
+  // initializer that throws breaks it at once (init_failed).
+  void on_start_failure(std::string why) {
+    ++start_failures_;
+    {
+      std::lock_guard lock(board_->mutex);
+      if (broken_) return;
+    }
+    if (start_failures_ >= max_start_failures) {
+      break_pool(fmt::format("{} (the last of {} failed starts in a row)", why, start_failures_));
+      return;
+    }
+    next_start_ = clock_type::now() + std::chrono::milliseconds(10) * (1 << (start_failures_ - 1));
+  }
+
   int poll_timeout_ms() const {
-    if (!idle_timeout_) return -1;
-    return static_cast<int>(std::clamp(idle_timeout_->count() * 250.0, 1.0, 1000.0));
+    double timeout_ms = -1;
+    auto at_most = [&](double ms) { timeout_ms = timeout_ms < 0 ? ms : std::min(timeout_ms, ms); };
+    if (idle_timeout_) at_most(std::clamp(idle_timeout_->count() * 250.0, 1.0, 1000.0));
+    if (task_timeout_ && std::any_of(workers_.begin(), workers_.end(),
+                                     [](worker const& w) { return w.state == worker_state::busy; }))
+      at_most(std::clamp(task_timeout_->count() * 100.0, 1.0, 100.0));
+    auto const now = clock_type::now();
+    if (next_start_ > now)
+      at_most(1.0 + std::chrono::duration<double, std::milli>(next_start_ - now).count());
+    return static_cast<int>(timeout_ms);
   }
 
   start_method const method_;
   std::optional<remote_call> const initializer_;
   std::size_t const max_tasks_per_child_;
   std::optional<std::chrono::duration<double>> const idle_timeout_;
+  int const retries_;
+  std::optional<std::chrono::duration<double>> const task_timeout_;
   std::shared_ptr<pool_board> board_;
+  // The supervisor's: failed starts in a row, and when to try again.
+  int start_failures_ = 0;
+  clock_type::time_point next_start_{};
 
   // Guarded by board_->mutex.
   int target_;

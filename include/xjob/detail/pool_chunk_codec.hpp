@@ -57,10 +57,21 @@ T decode_result(std::string_view bytes) {
   }
 }
 
-// In a pool worker, a word in memory the pool shares: 1 + the position of
-// the item of a map chunk being run (0 before the first), so that the pool
-// can name the item whose crash killed the worker. Null elsewhere.
-inline std::atomic<std::uint64_t>* chunk_item_note = nullptr;
+// How a pool worker runs the map chunk it was given; set by the worker
+// around each task, left as is elsewhere.
+struct chunk_run_settings {
+  // A word the pool shares: 1 + the position of the item being run (0
+  // before the first), so that the pool can name the item whose crash or
+  // timeout killed the worker, and resume the chunk there.
+  std::atomic<std::uint64_t>* note = nullptr;
+  // Items before this one finished in an earlier attempt (retries).
+  std::size_t first_item = 0;
+  // With retries: sends one item's encoded result (encode_sequence of one
+  // value) as soon as it is known, so that a crash loses no finished item;
+  // false if the pool is gone. Null: results go back with the chunk.
+  bool (*send_item)(std::string_view encoded) = nullptr;
+};
+inline chunk_run_settings chunk_run;
 
 // Thrown in a worker when an item of a map chunk throws; task_index is the
 // item's position in the chunk.
@@ -88,18 +99,27 @@ void run_remote_chunk(void const* function, std::string_view args, std::string& 
   };
   using R = std::remove_cvref_t<decltype(call_one(items.front()))>;
   std::conditional_t<std::is_void_v<R>, int, std::vector<std::conditional_t<std::is_void_v<R>, int, R>>> out{};
-  if constexpr (!std::is_void_v<R>) out.reserve(items.size());
-  for (std::size_t i = 0; i < items.size(); ++i) {
-    if (chunk_item_note != nullptr) chunk_item_note->store(i + 1, std::memory_order_relaxed);
+  if constexpr (!std::is_void_v<R>)
+    if (chunk_run.send_item == nullptr) out.reserve(items.size());
+  std::string encoded;
+  for (std::size_t i = chunk_run.first_item; i < items.size(); ++i) {
+    if (chunk_run.note != nullptr) chunk_run.note->store(i + 1, std::memory_order_relaxed);
     try {
       if constexpr (std::is_void_v<R>) {
         call_one(items[i]);
+      } else if (chunk_run.send_item != nullptr) {
+        R value = call_one(items[i]);
+        encoded.clear();
+        encode_sequence<R>(encoded, std::ranges::single_view<R>(std::move(value)));
       } else {
         out.push_back(call_one(items[i]));
       }
     } catch (...) {
       throw chunk_item_failure{describe_current_exception(i)};
     }
+    if constexpr (!std::is_void_v<R>)
+      if (chunk_run.send_item != nullptr && !chunk_run.send_item(encoded))
+        throw error("the process pool went away while its map ran");
   }
   // The count, then the results (none for void functions).
   if constexpr (std::is_void_v<R>) {

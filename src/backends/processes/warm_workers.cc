@@ -306,6 +306,9 @@ worker_process& worker_set::ready_worker(std::size_t w) {
   int const share = std::max(1, cpu_count() / size_);
   keeper::instance().run([&] {
     process::launched_worker launched = process::launch_worker(method_, entry_name, share);
+    // Never blocked for good by a worker that died mid-frame while a
+    // grandchild of it holds the channel.
+    (void)process::limit_frame_stalls(launched.channel.get(), 10);
     worker.started(std::move(launched.child), std::move(launched.channel));
   });
   keeper::instance().wake();  // its idle clock now counts
