@@ -12,6 +12,10 @@
 // 3. Tiny tasks: 200,000 calls of int(int) through pool.map (automatic
 //    chunks), against the processes backend (forks per call) and the threads
 //    backend, interleaved.
+// 4. A large argument: submit(sum, x).get() with x of 80 MiB (--arg-mib) as
+//    an xt::xtensor (1 MB or more: through shared memory, by name) against
+//    the same data as a std::vector (inside the message, through the
+//    worker's socket), interleaved on one warm pool of 1.
 // Medians of --reps repetitions after an untimed warm-up; ratios only
 // between numbers of this run. Every result is checked; a wrong one exits 1.
 #include <unistd.h>
@@ -31,6 +35,9 @@
 #include <xjob/init.hpp>
 #include <xjob/parallel.hpp>
 #include <xjob/process_pool.hpp>
+#include <xjob/transfer_xtensor.hpp>
+#include <xtensor/xbuilder.hpp>
+#include <xtensor/xmath.hpp>
 
 namespace {
 
@@ -40,12 +47,15 @@ using xjob::bench::seconds_since;
 using xjob::bench::summarize;
 
 int tiny(int i) { return i * 3 + 1; }
+double sum_tensor(xt::xtensor<double, 1> const& x) { return xt::sum(x)(); }
+double sum_vector(std::vector<double> const& x) { return std::accumulate(x.begin(), x.end(), 0.0); }
 
 struct settings {
   int reps = 7;
   int tiny_tasks = 200'000;
   int round_trips = 2'000;
   std::size_t held_mib = 256;
+  std::size_t arg_mib = 80;
 };
 
 settings parse_arguments(int argc, char** argv) {
@@ -57,12 +67,15 @@ settings parse_arguments(int argc, char** argv) {
       s.tiny_tasks = 20'000;
       s.round_trips = 200;
       s.held_mib = 16;
+      s.arg_mib = 8;
     } else if (arg.starts_with("--reps=")) {
       s.reps = std::max(1, std::atoi(argv[i] + 7));
+    } else if (arg.starts_with("--arg-mib=")) {
+      s.arg_mib = static_cast<std::size_t>(std::max(1L, std::atol(argv[i] + 10)));
     } else if (arg.starts_with("--held-mib=")) {
       s.held_mib = static_cast<std::size_t>(std::atol(argv[i] + 11));
     } else {
-      std::printf("usage: pool_bench [--quick] [--reps=N] [--held-mib=M]\n");
+      std::printf("usage: pool_bench [--quick] [--reps=N] [--held-mib=M] [--arg-mib=M]\n");
       std::exit(arg == "--help" ? 0 : 2);
     }
   }
@@ -151,6 +164,39 @@ void tiny_section(settings const& s) {
   }
 }
 
+void large_argument_section(settings const& s) {
+  std::size_t const count = s.arg_mib * (std::size_t(1) << 20) / sizeof(double);
+  std::printf("\n4. A large argument: submit(sum, x).get() with x of %zu MiB, on a warm pool of 1\n", s.arg_mib);
+  xjob::process_pool pool(1);
+  xt::xtensor<double, 1> const tensor = xt::arange<double>(static_cast<double>(count));
+  std::vector<double> const vector(tensor.begin(), tensor.end());
+  double const expected = (static_cast<double>(count) - 1) * static_cast<double>(count) / 2;
+  struct variant {
+    char const* name;
+    std::function<double()> run;
+    std::vector<double> ms;
+  };
+  std::vector<variant> variants = {
+      {"std::vector (inside the message, through the socket)", [&] { return pool.submit(sum_vector, vector).get(); }, {}},
+      {"xt::xtensor (through shared memory, by name)", [&] { return pool.submit(sum_tensor, tensor).get(); }, {}},
+  };
+  for (int rep = 0; rep <= s.reps; ++rep)
+    for (std::size_t k = 0; k < variants.size(); ++k) {
+      variant& v = variants[(k + static_cast<std::size_t>(rep)) % variants.size()];
+      auto const start = clock_type::now();
+      double const got = v.run();
+      double const elapsed = seconds_since(start);
+      if (got != expected) fail(fmt::format("wrong sum {} (expected {})", got, expected));
+      if (rep > 0) v.ms.push_back(elapsed * 1e3);
+    }
+  double const base = summarize(variants[0].ms).median;
+  std::printf("%-56s %10s %10s %10s %14s\n", "argument", "median ms", "min", "max", "vs in message");
+  for (variant const& v : variants) {
+    auto const t = summarize(v.ms);
+    std::printf("%-56s %10.1f %10.1f %10.1f %13.2fx\n", v.name, t.median, t.min, t.max, base / t.median);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -160,5 +206,6 @@ int main(int argc, char** argv) {
   start_section(s);
   round_trip_section(s);
   tiny_section(s);
+  large_argument_section(s);
   return 0;
 }

@@ -31,6 +31,11 @@
 #include "process_support.hpp"
 #include "test_support.hpp"
 #include <xjob/init.hpp>
+#include <xjob/ipc/queue.hpp>
+#include <xjob/shared_array.hpp>
+#include <xjob/transfer_xtensor.hpp>
+#include <xtensor/xbuilder.hpp>
+#include <xtensor/xmath.hpp>
 #include <xjob/worker.hpp>
 
 namespace {
@@ -486,6 +491,76 @@ TEST_CASE("a worker that dies while starting is started again with backoff befor
   } catch (xjob::pool_broken const& e) {
     REQUIRE_THAT(std::string(e.what()), Catch::Contains("died while starting") && Catch::Contains("5 failed starts"));
   }
+}
+
+void scale_in_place(xjob::shared_array<double> const& a, double factor) {
+  for (double& v : a) v *= factor;
+}
+
+double sum_of_array(xjob::shared_array<double const> const& a) {
+  double total = 0;
+  for (double v : a) total += v;
+  return total;
+}
+
+void push_twice(xjob::ipc::queue<int>& q, int value) {
+  q.push(value);
+  q.push(value * 2);
+}
+
+TEST_CASE("a shared_array and the ipc objects travel to pool workers by name: the same memory, not a copy") {
+  auto const method = GENERATE(xjob::start_method::fork, xjob::start_method::forkserver, xjob::start_method::spawn);
+  CAPTURE(xjob::to_string(method));
+  xjob::process_pool pool({.processes = 2, .start_method = method});
+  xjob::shared_array<double> a({1000});
+  for (std::size_t i = 0; i < a.size(); ++i) a.data()[i] = static_cast<double>(i);
+  pool.submit(scale_in_place, a, 2.0).get();
+  for (std::size_t i = 0; i < a.size(); ++i) REQUIRE(a.data()[i] == 2.0 * static_cast<double>(i));
+  // A .npy file's array, read-only in the worker.
+  xjob::testing::temp_dir dir;
+  {
+    auto out = xjob::shared_array<double>::create_npy(dir / "x.npy", {10});
+    for (std::size_t i = 0; i < 10; ++i) out.data()[i] = 1.5;
+    out.commit();
+  }
+  auto const file = xjob::shared_array<double const>::open_npy(dir / "x.npy");
+  REQUIRE(pool.submit(sum_of_array, file).get() == 15.0);
+  // An empty array travels too.
+  REQUIRE(pool.submit(sum_of_array, xjob::shared_array<double const>()).get() == 0.0);
+  xjob::ipc::queue<int> q(8);
+  pool.submit(push_twice, q, 21).get();
+  REQUIRE(q.pop() == 21);
+  REQUIRE(q.pop() == 42);
+  // A name whose array is gone is refused with a message that says why.
+  REQUIRE_THROWS_WITH(xjob::detail::mapped_region::attach("xjob-region:1:999999:1", xjob::detail::region_access::read_only),
+                      Catch::Contains("is gone or no longer holds it"));
+  REQUIRE_THROWS_WITH(xjob::detail::mapped_region::attach("shm:1", xjob::detail::region_access::read_only),
+                      Catch::Contains("not a name of the form"));
+}
+
+double sum_of_tensor(xt::xtensor<double, 1> const& x) { return xt::sum(x)(); }
+
+TEST_CASE("a large xtensor argument goes through shared memory, not through the worker's socket") {
+  auto const method = GENERATE(xjob::start_method::fork, xjob::start_method::spawn);
+  CAPTURE(xjob::to_string(method));
+  xjob::process_pool pool({.processes = 2, .start_method = method});
+  xt::xtensor<double, 1> const big = xt::arange<double>(1 << 18);  // 2 MiB
+  xt::xtensor<double, 1> const small = xt::arange<double>(100);
+  double const expected = (double(1 << 18) - 1) * double(1 << 18) / 2;
+  REQUIRE(pool.submit(sum_of_tensor, big).get() == expected);
+  REQUIRE(pool.submit(sum_of_tensor, small).get() == 4950.0);
+  std::vector<xt::xtensor<double, 1>> const items{big, small, big};
+  REQUIRE(pool.map(sum_of_tensor, items, 1) == std::vector<double>{expected, 4950.0, expected});
+  // What travels: the big one's name, not its 2 MiB; the small one inline.
+  xjob::detail::staged_blocks staged;
+  {
+    xjob::detail::staging_scope const scope(staged);
+    auto const call = xjob::detail::make_remote_call(sum_of_tensor, big);
+    REQUIRE(call.arguments.size() < 200);
+    auto const inline_call = xjob::detail::make_remote_call(sum_of_tensor, small);
+    REQUIRE(inline_call.arguments.size() > 800);
+  }
+  REQUIRE(staged.keep.size() == 1);
 }
 
 TEST_CASE("an initializer that throws breaks the pool with its message") {

@@ -62,46 +62,6 @@ class process_target_of final : public process_target {
   std::tuple<Args...> args_;
 };
 
-// The worker side of a process started by forkserver or spawn: decodes the
-// arguments and calls F; its result, if any, is dropped (as in Python).
-template <class F, class... Args>
-void run_process_call(void const* function, std::string_view args, std::string& /*result*/) {
-  std::tuple<Args...> values;
-  if constexpr (sizeof...(Args) > 0)
-    std::apply([&](auto&... v) { decode_values(args, "the arguments of an xjob::process", v...); }, values);
-  auto&& callable = callable_object<F>(function);
-  std::apply([&](auto&... v) { (void)std::invoke(callable, v...); }, values);
-}
-
-template <class F, class Sent>
-struct process_thunk;
-template <class F, class... T>
-struct process_thunk<F, std::tuple<T...>> {
-  static constexpr call_thunk value = &run_process_call<F, T...>;
-};
-
-template <class F, class... Args>
-[[nodiscard]] remote_call make_process_call(F const& function, Args const&... args) {
-  require_remote_callable<F>();
-  using Sent = sent_argument_types<F, Args...>;
-  require_owning_arguments<Sent>();
-  constexpr bool arguments_travel = all_transferable<Sent>;
-  static_assert(arguments_travel,
-                "xjob: every argument of an xjob::process started by forkserver or spawn is copied to the new "
-                "process, so it must be transferable (trivially copyable, or serialisable with cereal: see "
-                "xjob/transfer.hpp)");
-  remote_call call;
-  // Only after the checks passed: the thunk and the encoders would add
-  // errors of their own after xjob's message (see make_remote_call).
-  if constexpr (is_remote_callable_v<F> && all_own_their_data<Sent> && arguments_travel) {
-    call.thunk = locate_code(reinterpret_cast<void const*>(process_thunk<std::decay_t<F>, Sent>::value));
-    call.function = function_address(function);
-    if constexpr (sizeof...(Args) > 0)
-      std::apply([&](auto const&... sent) { encode_values(call.arguments, sent...); }, Sent(args...));
-  }
-  return call;
-}
-
 }  // namespace detail
 
 // A function run in a child process. Move-only; not thread-safe (use one
@@ -149,7 +109,7 @@ class process {
       target_ = std::make_unique<detail::process_target_of<std::decay_t<F>, std::decay_t<Args>...>>(
           std::forward<F>(function), std::forward<Args>(args)...);
     } else {
-      call_ = detail::make_process_call(function, args...);
+      call_ = detail::make_remote_call<detail::call_result::dropped>(function, args...);
       has_call_ = true;
     }
   }

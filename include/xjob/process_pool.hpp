@@ -129,6 +129,8 @@ struct pool_job {
   std::shared_ptr<pool_board> board;
   std::string request;         // the encoded remote_call
   std::size_t first_task = 0;  // index of the (first) task, for errors
+  // Shared memory holding its large arguments, until it is done.
+  std::vector<std::shared_ptr<void const>> staged;
   // Guarded by board->mutex.
   job_status status = job_status::pending;
   std::string result;
@@ -409,7 +411,13 @@ class process_pool {
   template <class F, class... Args>
   [[nodiscard]] auto submit(F const& f, Args const&... args) {
     using R = std::invoke_result_t<std::decay_t<F> const&, std::decay_t<Args>&...>;
-    return pool_future<std::remove_cvref_t<R>>(enqueue(detail::make_remote_call(f, args...)));
+    detail::staged_blocks staged;  // large xtensor arguments, through shared memory
+    detail::remote_call call;
+    {
+      detail::staging_scope const scope(staged);
+      call = detail::make_remote_call(f, args...);
+    }
+    return pool_future<std::remove_cvref_t<R>>(enqueue(std::move(call), SIZE_MAX, std::move(staged.keep)));
   }
   template <class F, class... Args>
   [[nodiscard]] auto apply_async(F const& f, Args const&... args) {
@@ -461,7 +469,8 @@ class process_pool {
   [[nodiscard]] xjob::start_method start_method() const noexcept;
 
  private:
-  std::shared_ptr<detail::pool_job> enqueue(detail::remote_call call, std::size_t first_task = SIZE_MAX);
+  std::shared_ptr<detail::pool_job> enqueue(detail::remote_call call, std::size_t first_task = SIZE_MAX,
+                                            std::vector<std::shared_ptr<void const>> staged = {});
   [[nodiscard]] std::size_t worker_count_for_chunks() const noexcept;
 
   // Queues the chunks of a map; returns their futures. Ranges that are not
@@ -501,9 +510,13 @@ class process_pool {
           std::size_t const size = std::min(chunksize, count - begin);
           detail::remote_call call{thunk, function, {}};
           auto const chunk_first = first + static_cast<std::ptrdiff_t>(begin);
-          detail::encode_chunk_arguments<Item>(
-              call.arguments, std::ranges::subrange(chunk_first, chunk_first + static_cast<std::ptrdiff_t>(size)));
-          chunks.emplace_back(enqueue(std::move(call), begin));
+          detail::staged_blocks staged;  // large xtensor items, through shared memory
+          {
+            detail::staging_scope const scope(staged);
+            detail::encode_chunk_arguments<Item>(
+                call.arguments, std::ranges::subrange(chunk_first, chunk_first + static_cast<std::ptrdiff_t>(size)));
+          }
+          chunks.emplace_back(enqueue(std::move(call), begin, std::move(staged.keep)));
         }
       }
       return chunks;

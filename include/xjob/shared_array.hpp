@@ -19,6 +19,7 @@
 #include <vector>
 
 #include <xjob/detail/mapped_region.hpp>
+#include <xjob/errors.hpp>
 #include <xjob/detail/npy.hpp>
 #include <xjob/detail/shape.hpp>
 
@@ -157,6 +158,38 @@ class shared_array {
   [[nodiscard]] bool committed() const noexcept { return region_.committed(); }
   // The final path of a file-backed array; empty for anonymous memory.
   [[nodiscard]] std::filesystem::path const& path() const noexcept { return region_.path(); }
+
+  // cereal, for an argument of a task in another process (a process_pool
+  // task, a delayed call on warm workers): the array travels by name and the
+  // task attaches the same memory, not a copy, so what the task writes the
+  // caller sees. The array must live until the task has run. An array made
+  // in a worker cannot come back as a result: it is gone with the task
+  // (xjob::invalid_argument on arrival says so).
+  //   void scale(xjob::shared_array<double> const& a, double f);   // writes the caller's memory
+  //   pool.submit(scale, a, 2.0).get();                              // a's elements are doubled
+  template <class Archive>
+  void save(Archive& archive) const {
+    archive(region_.base() != nullptr ? region_.share_name() : std::string(), offset_, shape_);
+  }
+  template <class Archive>
+  void load(Archive& archive) {
+    std::string name;
+    std::size_t offset = 0;
+    shape_type shape;
+    archive(name, offset, shape);
+    detail::mapped_region region;
+    if (!name.empty())
+      region = detail::mapped_region::attach(
+          name, std::is_const_v<T> ? detail::region_access::read_only : detail::region_access::read_write);
+    std::size_t const bytes = detail::checked_byte_count(shape, sizeof(T));
+    if (bytes > 0 && (region.base() == nullptr || offset > region.length() || bytes > region.length() - offset))
+      throw invalid_argument("the shared array \"" + name + "\" holds " + std::to_string(region.length()) +
+                             " bytes, too few for " + std::to_string(bytes) + " bytes at offset " +
+                             std::to_string(offset));
+    region_ = std::move(region);
+    offset_ = offset;
+    shape_ = std::move(shape);
+  }
 
  private:
   shared_array(shape_type shape, detail::region_fill fill) : shape_(std::move(shape)) {

@@ -370,11 +370,13 @@ class pool_core {
 
   ~pool_core() { shutdown(shutdown_mode::finish_pending); }
 
-  std::shared_ptr<pool_job> enqueue(remote_call const& call, std::size_t first_task) {
+  std::shared_ptr<pool_job> enqueue(remote_call const& call, std::size_t first_task,
+                                    std::vector<std::shared_ptr<void const>> staged) {
     require_owner("cannot take tasks");
     auto job = std::make_shared<pool_job>();
     job->board = board_;
     job->request = encode_value(call);
+    job->staged = std::move(staged);
     {
       std::lock_guard lock(board_->mutex);
       if (stopping_ || broken_)
@@ -499,6 +501,9 @@ class pool_core {
 
   // Completes `job` (under the board's mutex) and wakes its waiters.
   void complete(pool_job& job, job_status status, std::string result, std::function<void()> raise) {
+    // Its arguments in shared memory are no longer needed (unmapped after
+    // the lock is let go).
+    auto const staged = std::move(job.staged);
     std::lock_guard lock(board_->mutex);
     job.status = status;
     job.result = std::move(result);
@@ -960,9 +965,10 @@ process_pool::~process_pool() {
   if (core_) core_->shutdown(shutdown_mode::finish_pending);
 }
 
-std::shared_ptr<detail::pool_job> process_pool::enqueue(detail::remote_call call, std::size_t first_task) {
+std::shared_ptr<detail::pool_job> process_pool::enqueue(detail::remote_call call, std::size_t first_task,
+                                                        std::vector<std::shared_ptr<void const>> staged) {
   if (!core_) throw pool_broken("this process_pool was moved from");
-  return core_->enqueue(call, first_task);
+  return core_->enqueue(call, first_task, std::move(staged));
 }
 
 std::size_t process_pool::worker_count_for_chunks() const noexcept {

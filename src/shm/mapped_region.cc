@@ -240,6 +240,7 @@ mapped_region& mapped_region::operator=(mapped_region&& other) noexcept {
     mapped_length_ = std::exchange(other.mapped_length_, 0);
     recycled_ = std::exchange(other.recycled_, false);
     committed_ = std::exchange(other.committed_, true);
+    attached_ = std::exchange(other.attached_, false);
     final_path_ = std::exchange(other.final_path_, {});
     partial_path_ = std::exchange(other.partial_path_, {});
   }
@@ -251,7 +252,7 @@ mapped_region::~mapped_region() { release(); }
 void mapped_region::release() noexcept {
   if (base_ != nullptr) {
     // Files are never cached: their pages belong to the file.
-    if (is_file() || !region_cache::instance().give(base_, mapped_length_))
+    if (is_file() || attached_ || !region_cache::instance().give(base_, mapped_length_))
       region_cache::instance().unmap(base_, mapped_length_);
   }
   if (!committed_ && !partial_path_.empty()) {
@@ -261,6 +262,7 @@ void mapped_region::release() noexcept {
   base_ = nullptr;
   length_ = mapped_length_ = 0;
   committed_ = true;
+  attached_ = false;
   partial_path_.clear();
   final_path_.clear();
 }
@@ -363,6 +365,58 @@ mapped_region mapped_region::open_file(std::filesystem::path const& path, region
   region.base_ = static_cast<std::byte*>(base);
   region.length_ = region.mapped_length_ = length;
   region.final_path_ = path;
+  register_mapping(region.base_, length, fd, writable);
+  return region;
+}
+
+std::string mapped_region::share_name() const {
+  std::optional<shared_mapping_location> const where = base_ != nullptr ? find_shared_mapping(base_, length_) : std::nullopt;
+  if (!where) throw error("an empty shared array (or one without a descriptor) has no name to be attached by");
+  struct stat info {};
+  if (fstat(where->mapping.fd, &info) != 0) throw_errno(errno, "cannot stat the memory of a shared array");
+  return fmt::format("xjob-region:{}:{}:{}", getpid(), where->mapping.fd, static_cast<std::uint64_t>(info.st_ino));
+}
+
+mapped_region mapped_region::attach(std::string_view name, region_access access) {
+  auto fail = [&](std::string const& why) {
+    return invalid_argument(fmt::format("cannot attach the shared array \"{}\": {}", name, why));
+  };
+  long pid = 0;
+  int fd_number = -1;
+  unsigned long long inode = 0;
+  std::string const text(name);
+  int consumed = 0;
+  if (std::sscanf(text.c_str(), "xjob-region:%ld:%d:%llu%n", &pid, &fd_number, &inode, &consumed) != 3 ||
+      static_cast<std::size_t>(consumed) != text.size() || pid <= 0 || fd_number < 0)
+    throw fail("not a name of the form xjob-region:<pid>:<fd>:<inode>");
+  bool const writable = access == region_access::read_write;
+  std::string const path = fmt::format("/proc/{}/fd/{}", pid, fd_number);
+  int const fd = ::open(path.c_str(), (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+  if (fd < 0) {
+    int const code = errno;
+    if (code == ENOENT)
+      throw fail(fmt::format("process {} is gone or no longer holds it (no {}); a shared array travels by name, so "
+                             "the process that holds it must keep it until it is attached",
+                             pid, path));
+    throw fail(fmt::format("{}: {}", path, std::strerror(code)));
+  }
+  struct stat info {};
+  if (fstat(fd, &info) != 0 || info.st_ino != inode || !S_ISREG(info.st_mode) || info.st_size <= 0) {
+    ::close(fd);
+    throw fail(fmt::format("descriptor {} of process {} is another file now (the array it named was freed)",
+                           fd_number, pid));
+  }
+  auto const length = static_cast<std::size_t>(info.st_size);
+  void* base = mmap(nullptr, length, writable ? PROT_READ | PROT_WRITE : PROT_READ, MAP_SHARED, fd, 0);
+  if (base == MAP_FAILED) {
+    int const code = errno;
+    ::close(fd);
+    throw_errno(code, fmt::format("cannot map {} bytes of an attached shared array", length));
+  }
+  mapped_region region;
+  region.base_ = static_cast<std::byte*>(base);
+  region.length_ = region.mapped_length_ = length;
+  region.attached_ = true;
   register_mapping(region.base_, length, fd, writable);
   return region;
 }

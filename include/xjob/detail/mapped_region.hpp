@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include <xjob/detail/task_runner.hpp>
 
@@ -43,6 +44,19 @@ class mapped_region {
   // opened or mapped.
   [[nodiscard]] static mapped_region open_file(std::filesystem::path const& path, region_access access);
 
+  // The name another process of this user attaches the same memory by
+  // (see attach), valid while this region lives: "xjob-region:<pid>:<fd>:
+  // <inode>". Throws xjob::error for an empty region.
+  [[nodiscard]] std::string share_name() const;
+
+  // Maps the whole memory `name` names (a region's share_name(), in this or
+  // another process), the same memory, not a copy: it opens
+  // /proc/<pid>/fd/<fd> and checks the inode. Never cached: unmapped when
+  // dropped. Throws xjob::invalid_argument for a malformed name, one whose
+  // process is gone or no longer holds it, or another user's;
+  // std::system_error if it cannot be mapped.
+  [[nodiscard]] static mapped_region attach(std::string_view name, region_access access);
+
   [[nodiscard]] std::byte* base() const noexcept { return base_; }
   [[nodiscard]] std::size_t length() const noexcept { return length_; }
   [[nodiscard]] bool recycled() const noexcept { return recycled_; }
@@ -60,6 +74,7 @@ class mapped_region {
   std::size_t mapped_length_ = 0;   // bytes mapped (a recycled mapping may be larger)
   bool recycled_ = false;
   bool committed_ = true;
+  bool attached_ = false;  // mapped by attach: another process's memory, never cached
   std::filesystem::path final_path_;
   std::filesystem::path partial_path_;
 };

@@ -82,17 +82,21 @@ decltype(auto) callable_object(void const* function) {
   }
 }
 
-// The worker side of calling F with arguments of types Args (as decayed
-// values), result encoded unless void.
-template <class F, class... Args>
+// What becomes of a remote call's result: sent back (a task), or dropped
+// (an xjob::process, whose function's result is dropped, as in Python).
+enum class call_result { returned, dropped };
+
+// The worker side of a remote call: decodes the arguments (as Args, the
+// sent values), calls F, and encodes its result unless void or dropped.
+template <class F, call_result Result, class... Args>
 void run_remote_call(void const* function, std::string_view args, std::string& result) {
   std::tuple<Args...> values;
   if constexpr (sizeof...(Args) > 0)
     std::apply([&](auto&... v) { decode_values(args, "the arguments of a task", v...); }, values);
   auto&& callable = callable_object<F>(function);
   using R = std::invoke_result_t<decltype(callable)&, Args&...>;
-  if constexpr (std::is_void_v<R>) {
-    std::apply([&](auto&... v) { std::invoke(callable, v...); }, values);
+  if constexpr (std::is_void_v<R> || Result == call_result::dropped) {
+    std::apply([&](auto&... v) { (void)std::invoke(callable, v...); }, values);
   } else {
     encode_values(result, std::apply([&](auto&... v) -> R { return std::invoke(callable, v...); }, values));
   }
@@ -196,6 +200,24 @@ constexpr void require_owning_arguments() {
                 "argument is converted before it travels.");
 }
 
+// Appends `args` encoded as the types of `Sent` (see sent_argument_types):
+// an argument already of its sent type is encoded as it is, never copied
+// (a shared_array, which travels by name, cannot be); others are converted
+// first.
+template <class Sent, class... Args>
+void encode_sent_arguments(std::string& bytes, Args const&... args) {
+  auto as_sent = []<class S, class A>(std::type_identity<S>, A const& argument) -> decltype(auto) {
+    if constexpr (std::is_same_v<std::decay_t<A>, S>) {
+      return (argument);
+    } else {
+      return S(argument);
+    }
+  };
+  [&]<std::size_t... I>(std::index_sequence<I...>) {
+    encode_values(bytes, as_sent(std::type_identity<std::tuple_element_t<I, Sent>>{}, args)...);
+  }(std::index_sequence_for<Args...>{});
+}
+
 // What crosses to the worker for one call of `f` with `args`.
 struct remote_call {
   code_address thunk;
@@ -207,14 +229,18 @@ struct remote_call {
   }
 };
 
-template <class F, class Sent>
+template <class F, class Sent, call_result Result>
 struct remote_thunk;
-template <class F, class... T>
-struct remote_thunk<F, std::tuple<T...>> {
-  static constexpr call_thunk value = &run_remote_call<F, T...>;
+template <class F, class... T, call_result Result>
+struct remote_thunk<F, std::tuple<T...>, Result> {
+  static constexpr call_thunk value = &run_remote_call<F, Result, T...>;
 };
 
-template <class F, class... Args>
+// The call of f(args...) in another process, checked at compile time: a
+// function found by its code address (no captures), arguments that own
+// their data and travel, and, with call_result::returned, a result that
+// travels back.
+template <call_result Result = call_result::returned, class F, class... Args>
 [[nodiscard]] remote_call make_remote_call(F const& f, Args const&... args) {
   require_remote_callable<F>();
   using Sent = sent_argument_types<F, Args...>;
@@ -224,7 +250,8 @@ template <class F, class... Args>
                 "xjob: every argument of a task run in another process is copied there, so it must be "
                 "transferable (trivially copyable, or serialisable with cereal: see xjob/transfer.hpp)");
   using R = std::invoke_result_t<std::decay_t<F> const&, std::decay_t<Args>&...>;
-  constexpr bool result_travels = std::is_void_v<R> || transferable<std::remove_cvref_t<R>>;
+  constexpr bool result_travels =
+      Result == call_result::dropped || std::is_void_v<R> || transferable<std::remove_cvref_t<R>>;
   static_assert(result_travels,
                 "xjob: the result of a task run in another process is copied back, so it must be transferable "
                 "(trivially copyable, or serialisable with cereal: see xjob/transfer.hpp)");
@@ -233,10 +260,10 @@ template <class F, class... Args>
   // instantiated: they would add errors of their own (a closure's deleted
   // default constructor, unsatisfied constraints) after xjob's message.
   if constexpr (is_remote_callable_v<F> && all_own_their_data<Sent> && arguments_travel && result_travels) {
-    call.thunk = locate_code(reinterpret_cast<void const*>(remote_thunk<std::decay_t<F>, Sent>::value));
+    call.thunk = locate_code(reinterpret_cast<void const*>(remote_thunk<std::decay_t<F>, Sent, Result>::value));
     call.function = function_address(f);
     if constexpr (sizeof...(Args) > 0)
-      std::apply([&](auto const&... sent) { encode_values(call.arguments, sent...); }, Sent(args...));
+      encode_sent_arguments<Sent>(call.arguments, args...);
   }
   return call;
 }

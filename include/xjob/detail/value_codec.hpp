@@ -9,12 +9,14 @@
 #include <bit>
 #include <cstddef>
 #include <cstring>
+#include <memory>
 #include <istream>
 #include <ostream>
 #include <streambuf>
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <fmt/format.h>
@@ -23,6 +25,31 @@
 #include <xjob/transfer.hpp>
 
 namespace xjob::detail {
+
+// Large array arguments through shared memory, as joblib's max_nbytes: while
+// a process_pool encodes a task's arguments it sets `argument_staging` (this
+// thread's) to its own, and an xtensor container of at least `threshold`
+// bytes puts its elements into a shared memory block of its own, travels by
+// that block's name and is copied out on arrival, instead of travelling
+// inside the message (see <xjob/transfer_xtensor.hpp>). `keep` holds the
+// blocks until the task is done.
+struct staged_blocks {
+  std::size_t threshold = std::size_t(1) << 20;
+  std::vector<std::shared_ptr<void const>> keep;
+};
+inline thread_local staged_blocks* argument_staging = nullptr;
+
+// Sets `argument_staging` for a scope.
+class staging_scope {
+ public:
+  explicit staging_scope(staged_blocks& blocks) noexcept : previous_(std::exchange(argument_staging, &blocks)) {}
+  ~staging_scope() { argument_staging = previous_; }
+  staging_scope(staging_scope const&) = delete;
+  staging_scope& operator=(staging_scope const&) = delete;
+
+ private:
+  staged_blocks* previous_;
+};
 
 // A std::streambuf appending to a std::string, for cereal's output archive.
 class string_sink final : public std::streambuf {
