@@ -59,7 +59,7 @@ for w in want:
     if families != {"xjob", "baseline", "joblib"}:
         fail(f"{w} has rows of {sorted(families)}, expected xjob, baseline and joblib")
     backends = {r["backend"] for r in rows if r["workload"] == w}
-    for b in ("threads", "processes (fork per call)", "joblib loky", "joblib threading", "joblib multiprocessing"):
+    for b in ("threads", "processes", "joblib loky", "joblib threading", "joblib multiprocessing"):
         if b not in backends:
             fail(f"{w} has no {b} row")
     if w != "npy":

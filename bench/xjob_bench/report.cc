@@ -313,7 +313,7 @@ void print_summary(std::vector<workload_info> const& infos, std::vector<record> 
     for (auto const& r : records)
       if (r.workload == name && r.n_jobs <= cpus) n = std::max(n, r.n_jobs);
     record const* raw = best(records, name, [n](record const& r) { return r.backend == "raw std::thread" && r.n_jobs == n; });
-    for (std::string const backend : {"threads", "processes (fork per call)", "pool (forkserver)"}) {
+    for (std::string const backend : {"threads", "processes", "pool (forkserver)"}) {
       record const* x = best(records, name, [&](record const& r) { return r.backend == backend && r.n_jobs == n; });
       if (x == nullptr || raw == nullptr) continue;
       double const ratio = x->throughput.median / raw->throughput.median;

@@ -211,7 +211,7 @@ std::vector<std::optional<std::size_t>> values_of(bool sweep, std::vector<std::o
 std::string dimension_text(bool sweep, std::optional<std::size_t> value) { return sweep ? size_text(value) : "-"; }
 
 std::string backend_label(std::string const& backend) {
-  return backend == "processes" ? "processes (fork per call)" : backend;
+  return backend;
 }
 
 std::string pool_label(xjob::start_method method) { return fmt::format("pool ({})", xjob::to_string(method)); }
@@ -324,7 +324,8 @@ class map_workload : public workload {
   map_workload(bench_context& c, bool to_npy)
       : c_(c), to_npy_(to_npy),
         n_(to_npy ? c.settings().sizes.npy_elements : c.settings().sizes.map_elements),
-        x_(n_ * sizeof(double)),
+        x_({n_}, xjob::uninitialized),
+        pool_x_(n_ * sizeof(double)),
         pool_y_(to_npy ? sizeof(double) : n_ * sizeof(double)) {
     double const gib = static_cast<double>(n_ * sizeof(double)) / double(1 << 30);
     name = to_npy ? "npy" : "map";
@@ -336,6 +337,7 @@ class map_workload : public workload {
     size_text = fmt::format("{} float64 ({:.3g} GiB in + {:.3g} GiB out{})", n_, gib, gib,
                             to_npy ? ", output a .npy file" : "");
     fill_input(x(), n_, c.setup_arena());
+    std::memcpy(pool_x_.data(), x(), n_ * sizeof(double));
     ref_ = std::make_unique_for_overwrite<double[]>(n_);
     map_range(x(), ref_.get(), 0, n_);
     reference = number_text(checksum(ref_.get(), n_));
@@ -344,7 +346,7 @@ class map_workload : public workload {
   }
 
  private:
-  double* x() const { return reinterpret_cast<double*>(x_.data()); }
+  double* x() const { return x_.data(); }
   auto x_view() const { return xt::adapt(x(), n_, xt::no_ownership(), std::array<std::size_t, 1>{n_}); }
 
   std::filesystem::path npy_path(std::string const& who) const {
@@ -414,7 +416,7 @@ class map_workload : public workload {
           // The task list is made before the clock starts, as xjob's rows
           // plan their chunks inside the call but never allocate per chunk.
           std::vector<std::tuple<std::string, std::string, std::size_t, std::size_t>> args;
-          for (auto [begin, end] : ranges_of(n_, size)) args.emplace_back(x_.name(), pool_y_.name(), begin, end);
+          for (auto [begin, end] : ranges_of(n_, size)) args.emplace_back(pool_x_.name(), pool_y_.name(), begin, end);
           double const seconds = timed([&] { get_pool().starmap(map_pool_task, args); });
           return finish(who, seconds, pool_y(), args.size());
         };
@@ -475,7 +477,12 @@ class map_workload : public workload {
   bench_context& c_;
   bool to_npy_;
   std::size_t n_;
-  xjob::ipc::shared_memory x_;       // named, so pool workers can map it
+  // The input: a shared_array, which warm workers of the processes backend
+  // map as they are (an input xjob did not allocate, an ipc block, would be
+  // copied into shared memory at every call), and the same data in a
+  // named ipc block for the pool rows' workers, which started before it.
+  xjob::shared_array<double> x_;
+  xjob::ipc::shared_memory pool_x_;
   xjob::ipc::shared_memory pool_y_;  // the pool rows' output
   xjob::shared_array<double> warm_;  // the other rows' output
   std::unique_ptr<double[]> ref_;
@@ -488,7 +495,8 @@ class reduce_workload : public workload {
  public:
   explicit reduce_workload(bench_context& c)
       : c_(c), rows_(c.settings().sizes.reduce_rows), cols_(c.settings().sizes.reduce_cols),
-        x_(rows_ * cols_ * sizeof(double)), pool_out_(rows_ * sizeof(double)), out_({rows_}) {
+        x_({rows_ * cols_}, xjob::uninitialized), pool_x_(rows_ * cols_ * sizeof(double)),
+        pool_out_(rows_ * sizeof(double)), out_({rows_}) {
     name = "rowreduce";
     title = "row sums of a rows x cols matrix";
     unit = "GB/s";
@@ -498,6 +506,7 @@ class reduce_workload : public workload {
     size_text = fmt::format("{} x {} float64 ({:.3g} GiB in)", rows_, cols_,
                             static_cast<double>(rows_ * cols_ * sizeof(double)) / double(1 << 30));
     fill_input(x(), rows_ * cols_, c_.setup_arena());
+    std::memcpy(pool_x_.data(), x(), rows_ * cols_ * sizeof(double));
     ref_.resize(rows_);
     reduce_rows(x(), ref_.data(), cols_, 0, rows_);
     reference = number_text(checksum(ref_.data(), rows_));
@@ -505,7 +514,7 @@ class reduce_workload : public workload {
   }
 
  private:
-  double* x() const { return reinterpret_cast<double*>(x_.data()); }
+  double* x() const { return x_.data(); }
 
   template <class Body>
   run_result run_into(std::string const& who, double* out, std::size_t tasks, Body body) {
@@ -546,7 +555,7 @@ class reduce_workload : public workload {
       v.run = [this, get_pool, size, tasks, who = v.backend] {
         // The task list is made before the clock starts (see map_workload).
         std::vector<std::tuple<std::string, std::string, std::size_t, std::size_t, std::size_t>> args;
-        for (auto [begin, end] : ranges_of(rows_, size)) args.emplace_back(x_.name(), pool_out_.name(), cols_, begin, end);
+        for (auto [begin, end] : ranges_of(rows_, size)) args.emplace_back(pool_x_.name(), pool_out_.name(), cols_, begin, end);
         return run_into(who, reinterpret_cast<double*>(pool_out_.data()), tasks,
                         [&] { get_pool().starmap(reduce_pool_task, args); });
       };
@@ -603,7 +612,8 @@ class reduce_workload : public workload {
 
   bench_context& c_;
   std::size_t rows_, cols_;
-  xjob::ipc::shared_memory x_;
+  xjob::shared_array<double> x_;     // see map_workload
+  xjob::ipc::shared_memory pool_x_;
   xjob::ipc::shared_memory pool_out_;
   xjob::shared_array<double> out_;
   std::vector<double> ref_;
