@@ -354,17 +354,23 @@ mapped_region mapped_region::open_file(std::filesystem::path const& path, region
     ::close(fd);
     throw npy_error(path, info.st_size == 0 ? "the file is empty, not a .npy file" : "not a regular file");
   }
-  auto const length = static_cast<std::size_t>(info.st_size);
+  mapped_region region = map_whole(fd, static_cast<std::size_t>(info.st_size), writable);
+  if (region.base_ == nullptr) throw npy_error(path, "cannot map", std::error_code(errno, std::generic_category()));
+  region.final_path_ = path;
+  return region;
+}
+
+mapped_region mapped_region::map_whole(int fd, std::size_t length, bool writable) noexcept {
+  mapped_region region;
   void* base = mmap(nullptr, length, writable ? PROT_READ | PROT_WRITE : PROT_READ, MAP_SHARED, fd, 0);
   if (base == MAP_FAILED) {
     int const code = errno;
     ::close(fd);
-    throw npy_error(path, "cannot map", std::error_code(code, std::generic_category()));
+    errno = code;
+    return region;
   }
-  mapped_region region;
   region.base_ = static_cast<std::byte*>(base);
   region.length_ = region.mapped_length_ = length;
-  region.final_path_ = path;
   register_mapping(region.base_, length, fd, writable);
   return region;
 }
@@ -407,17 +413,9 @@ mapped_region mapped_region::attach(std::string_view name, region_access access)
                            fd_number, pid));
   }
   auto const length = static_cast<std::size_t>(info.st_size);
-  void* base = mmap(nullptr, length, writable ? PROT_READ | PROT_WRITE : PROT_READ, MAP_SHARED, fd, 0);
-  if (base == MAP_FAILED) {
-    int const code = errno;
-    ::close(fd);
-    throw_errno(code, fmt::format("cannot map {} bytes of an attached shared array", length));
-  }
-  mapped_region region;
-  region.base_ = static_cast<std::byte*>(base);
-  region.length_ = region.mapped_length_ = length;
+  mapped_region region = map_whole(fd, length, writable);
+  if (region.base_ == nullptr) throw_errno(errno, fmt::format("cannot map {} bytes of an attached shared array", length));
   region.attached_ = true;
-  register_mapping(region.base_, length, fd, writable);
   return region;
 }
 

@@ -67,6 +67,9 @@ class mapped_region {
   void commit();
 
  private:
+  // All `length` bytes of `fd` mapped shared and registered (which then
+  // owns fd); on failure fd is closed and the region is empty, errno set.
+  static mapped_region map_whole(int fd, std::size_t length, bool writable) noexcept;
   void release() noexcept;
 
   std::byte* base_ = nullptr;

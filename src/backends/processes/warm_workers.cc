@@ -315,9 +315,14 @@ worker_process& worker_set::ready_worker(std::size_t w) {
   return worker;
 }
 
+bool worker_set::send_locked(worker_process const& worker, frame kind, std::string_view payload,
+                             std::span<int const> fds) noexcept {
+  return worker.alive() && process::send_frame(worker.channel(), static_cast<std::uint32_t>(kind), payload, fds);
+}
+
 bool worker_set::send(std::size_t w, frame kind, std::string_view payload, std::span<int const> fds) {
   std::lock_guard lock(state_mutex_);
-  return process::send_frame(workers_[w].channel(), static_cast<std::uint32_t>(kind), payload, fds);
+  return send_locked(workers_[w], kind, payload, fds);
 }
 
 void worker_set::handed_out(std::span<std::uint64_t const> ids) {
@@ -353,8 +358,7 @@ void worker_set::forget(std::uint64_t id) noexcept {
   handed_.erase(at);
   try {
     std::string const payload = encode_value(id);
-    for (worker_process const& worker : workers_)
-      if (worker.alive()) (void)process::send_frame(worker.channel(), static_cast<std::uint32_t>(frame::forget), payload);
+    for (worker_process const& worker : workers_) (void)send_locked(worker, frame::forget, payload);
   } catch (...) {
     // Out of memory: the workers keep the mapping until they exit.
   }
@@ -376,8 +380,7 @@ bool worker_set::retire(bool always) noexcept {
   {
     std::lock_guard state(state_mutex_);
     if (!always && clock_type::now() - idle_since_ < idle_timeout_) return false;
-    for (worker_process const& worker : workers_)
-      if (worker.alive()) (void)process::send_frame(worker.channel(), static_cast<std::uint32_t>(frame::quit), {});
+    for (worker_process const& worker : workers_) (void)send_locked(worker, frame::quit, {});
     handed_.clear();
   }
   // A worker told to quit exits at once; one that does not within a

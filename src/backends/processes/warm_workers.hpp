@@ -110,6 +110,11 @@ class worker_set {
   [[nodiscard]] std::optional<std::chrono::steady_clock::time_point> idle_deadline();
 
  private:
+  // Sends a frame to `worker`, with state_mutex_ held: the one way frames
+  // go out, so that two never interleave on a channel.
+  static bool send_locked(worker_process const& worker, frame kind, std::string_view payload,
+                          std::span<int const> fds = {}) noexcept;
+
   int const size_;
   start_method const method_;
   std::mutex call_mutex_;
