@@ -73,8 +73,8 @@ struct task_settings {
   std::uint8_t per_item = 0;
 };
 
-bool send_frame(int fd, frame_kind kind, std::string_view payload) noexcept {
-  return process::send_frame(fd, static_cast<std::uint32_t>(kind), payload);
+bool send_frame(int fd, frame_kind kind, std::string_view payload, std::span<int const> fds = {}) noexcept {
+  return process::send_frame(fd, static_cast<std::uint32_t>(kind), payload, fds);
 }
 
 // Reads one frame; false at end of stream, on an error, or on a frame with
@@ -166,7 +166,7 @@ struct hello_message {
 int worker_channel = -1;
 
 bool send_item_result(std::string_view encoded) {
-  return process::send_frame(worker_channel, static_cast<std::uint32_t>(frame_kind::item_result), encoded);
+  return send_frame(worker_channel, frame_kind::item_result, encoded);
 }
 
 // The worker's whole life.
@@ -481,8 +481,8 @@ class pool_core {
     worker& started = workers_.back();
     (void)process::limit_frame_stalls(started.channel.get(), frame_stall_seconds);
     int const note_fd = started.note.fd();
-    if (!process::send_frame(started.channel.get(), static_cast<std::uint32_t>(frame_kind::hello),
-                             encode_value(hello_message{started.index, initializer_}), std::span(&note_fd, 1)))
+    if (!send_frame(started.channel.get(), frame_kind::hello, encode_value(hello_message{started.index, initializer_}),
+                    std::span(&note_fd, 1)))
       kill(started);
   }
 
