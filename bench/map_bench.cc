@@ -35,8 +35,6 @@
 #include <utility>
 #include <vector>
 
-#include <immintrin.h>
-
 #include <fmt/format.h>
 #include <xsimd/xsimd.hpp>
 #include <oneapi/tbb/blocked_range.h>
@@ -113,31 +111,6 @@ void map_omp(double const* __restrict in, double* __restrict out, std::size_t n)
 #else
   map_range(in, out, 0, n);
 #endif
-}
-
-// The streaming-store baseline: the same map, each full register written
-// with a non-temporal store (no read for ownership of the output's lines),
-// ordinary stores for the unaligned head and the tail.
-void map_range_streaming(double const* __restrict in, double* __restrict out, std::size_t begin, std::size_t end) {
-  using batch = xsimd::batch<double>;
-  constexpr std::size_t lanes = batch::size;
-  std::size_t i = begin;
-  while (i < end && reinterpret_cast<std::uintptr_t>(out + i) % (lanes * sizeof(double)) != 0) {
-    out[i] = std::sqrt(in[i]) * 2.0 + 1.0;
-    ++i;
-  }
-  for (; i + lanes <= end; i += lanes) {
-    batch const v = xsimd::sqrt(batch::load_unaligned(in + i)) * 2.0 + 1.0;
-#if defined(__AVX512F__)
-    _mm512_stream_pd(out + i, v);
-#elif defined(__AVX__)
-    _mm256_stream_pd(out + i, v);
-#else
-    _mm_stream_pd(out + i, v);
-#endif
-  }
-  for (; i < end; ++i) out[i] = std::sqrt(in[i]) * 2.0 + 1.0;
-  _mm_sfence();
 }
 
 #ifdef _OPENMP
