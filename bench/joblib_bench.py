@@ -506,7 +506,8 @@ class State:
         perf = time.perf_counter
 
         # Validate the workload before touching any pool.
-        known = ("map", "rowreduce", "sumsq", "md5", "tiny", "sleep", "npy")
+        known = ("map", "rowreduce", "sumsq", "md5", "tiny", "calls", "sleep",
+                 "npy")
         if workload not in known:
             raise BenchError("unknown workload %r (expected one of %s)"
                              % (workload, ", ".join(known)))
@@ -630,6 +631,31 @@ class State:
                 raise BenchError("tiny: sum %d, expected %d" % (total,
                                                                 expected))
             result = str(total)
+
+        elif workload == "calls":
+            # The one-liner in a loop: a new Parallel per call, as users
+            # write it. get_parallel sizes and warms loky's reusable
+            # executor outside the clock, so the calls find it warm.
+            calls, n = need("calls"), need("tasks")
+            if backend == "multiprocessing":
+                raise BenchError("calls: no multiprocessing row (a Pool "
+                                 "forked per call can deadlock here)")
+            parallel = self.get_parallel(backend, n_jobs, batch_size)
+            total = 0
+            t0 = perf()
+            for _ in range(calls):
+                one = self.joblib.Parallel(n_jobs=n_jobs, backend=backend,
+                                           batch_size=batch_size)
+                total += sum(one(delayed(T.tiny)(i) for i in range(n)))
+            seconds = perf() - t0
+            expected = calls * sum(i ^ 0x5a for i in range(n))
+            if total != expected:
+                raise BenchError("calls: sum %d, expected %d" % (total,
+                                                                 expected))
+            self._keep = ()
+            return {"seconds": seconds, "result": str(total),
+                    "tasks": calls, "batches": calls,
+                    "joblib_backend": type(one._backend).__name__}
 
         elif workload == "sleep":
             n = need("tasks")

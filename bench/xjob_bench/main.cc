@@ -144,6 +144,8 @@ workload_sizes quick_sizes() {
   q.md5_rounds = 1L << 12;
   q.tiny_tasks = 100'000;
   q.tiny_joblib_tasks = 5'000;
+  q.calls = 20;
+  q.joblib_calls = 4;
   q.sleep_tasks = 8;
   q.sleep_ms = 10;
   q.npy_elements = std::size_t(1) << 21;
@@ -224,6 +226,10 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1L, long{std::numeric_limits<int>::max()}));
   sizes->add_option("--tiny-joblib-tasks", z.tiny_joblib_tasks, "tiny: at most this many tasks through joblib "
                                                                 "(default 50000)")->check(CLI::PositiveNumber);
+  sizes->add_option("--calls", z.calls, "calls: one-liner calls in a loop (default 200)")->check(CLI::PositiveNumber);
+  sizes->add_option("--call-tasks", z.call_tasks, "calls: items each call maps (default 10)")->check(CLI::PositiveNumber);
+  sizes->add_option("--joblib-calls", z.joblib_calls, "calls: at most this many calls through joblib, compared per "
+                                                       "call (default 20)")->check(CLI::PositiveNumber);
   sizes->add_option("--sleep-tasks", z.sleep_tasks, "sleep: tasks (default 16)")->check(CLI::PositiveNumber);
   sizes->add_option("--sleep-ms", z.sleep_ms, "sleep: milliseconds each task sleeps (default 50)")->check(CLI::PositiveNumber);
   sizes->add_option("--npy-elements", z.npy_elements, "npy: float64 elements (default 2^26 = 512 MiB)")->check(CLI::PositiveNumber);

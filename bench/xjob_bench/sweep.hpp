@@ -87,6 +87,9 @@ struct workload_sizes {
   long md5_rounds = 1L << 18;
   long tiny_tasks = 1'000'000;
   long tiny_joblib_tasks = 50'000;  // at most, through joblib (~2-50 us a task)
+  long calls = 200;                 // one-liner calls in a loop
+  long call_tasks = 10;             // items each call maps
+  long joblib_calls = 20;           // at most, through joblib (~3-10 ms a call)
   long sleep_tasks = 16;
   long sleep_ms = 50;
   std::size_t npy_elements = std::size_t(1) << 26;  // 512 MiB

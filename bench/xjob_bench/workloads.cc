@@ -309,13 +309,16 @@ struct joblib_request {
 
 // One joblib variant per joblib backend, n_jobs and swept size.
 // `request(n_jobs, chunk, batch)` says what to ask for.
+// `leave_out`: joblib backends the workload has no row for.
 template <class Request>
-void add_joblib_variants(workload& w, bench_context& c, dimensions d, Request request) {
+void add_joblib_variants(workload& w, bench_context& c, dimensions d, Request request,
+                         std::vector<std::string> const& leave_out = {}) {
   joblib_client* const client = c.joblib();
   if (client == nullptr) return;
   auto const& s = c.settings();
   for (std::string const& backend : s.joblib_backends)
     for (int n : s.n_jobs) {
+      if (std::ranges::find(leave_out, backend) != leave_out.end()) continue;
       // joblib runs n_jobs = 1 sequentially whatever the backend: one row.
       bool const sequential = n == 1;
       if (sequential && backend != s.joblib_backends.front()) continue;
@@ -1066,10 +1069,89 @@ class sleep_workload : public workload {
   long tasks_, ms_;
 };
 
+// joblib's one-liner in a loop, as users write it: every call makes a new
+// parallel object and maps an opaque int f(int) over a few items, so what
+// it measures is the cost of a whole call (making the parallel object,
+// dispatching, collecting), not of a task. xjob's processes rows run on the
+// warm workers that parallel objects of the same n_jobs and start method
+// share, as loky's rows run on its reusable executor. No pool rows (a pool
+// per call is not a one-liner) and no joblib multiprocessing row: its
+// one-liner starts a multiprocessing.Pool per call (fork), which in the
+// co-process, whose other requests left threads running, can deadlock.
+class calls_workload : public workload {
+ public:
+  explicit calls_workload(bench_context& c)
+      : c_(c), calls_(c.settings().sizes.calls), tasks_(c.settings().sizes.call_tasks) {
+    name = "calls";
+    title = "a loop of one-liner calls (a new parallel object each)";
+    unit = "calls/s";
+    unit_scale = 1;
+    per_task = true;  // per call
+    size_text = fmt::format("{} calls in a loop, each mapping an opaque int f(int) over {} items", calls_, tasks_);
+    reference = expected_for(static_cast<double>(calls_));
+    define_variants();
+  }
+
+  // Rows with fewer calls (joblib's): the sum of their own results.
+  [[nodiscard]] std::string expected(variant const& v) const override { return expected_for(v.work); }
+
+ private:
+  [[nodiscard]] std::string expected_for(double calls) const {
+    long per_call = 0;
+    for (long i = 0; i < tasks_; ++i) per_call += static_cast<long>(i ^ 0x5a);
+    return std::to_string(per_call * static_cast<long>(calls));
+  }
+
+  void define_variants() {
+    double const work = static_cast<double>(calls_);
+    add_xjob_variants(*this, c_, {}, [&](variant& v, auto par, auto, auto) {
+      v.work = work;
+      // The row's settings, as the one-liner writes them (options() are
+      // resolved: they name a start method even for threads).
+      xjob::parallel_options const options{.n_jobs = par->options().n_jobs, .backend = par->options().backend};
+      v.run = [this, options] {
+        long sum = 0;
+        double const seconds = timed([&] {
+          for (long call = 0; call < calls_; ++call) {
+            std::vector<int> const results =
+                xjob::parallel(options).map(tiny, std::views::iota(0, static_cast<int>(tasks_)));
+            for (int r : results) sum += r;
+          }
+        });
+        return run_result{seconds, std::to_string(sum), static_cast<std::size_t>(calls_)};
+      };
+    });
+    add_baseline(*this, c_, "plain loop", false, work, [this](int) {
+      return std::function<run_result()>([this] {
+        long sum = 0;
+        double const seconds = timed([&] {
+          for (long call = 0; call < calls_; ++call) {
+            std::vector<int> results(static_cast<std::size_t>(tasks_));
+            for (long i = 0; i < tasks_; ++i) results[static_cast<std::size_t>(i)] = tiny(static_cast<int>(i));
+            for (int r : results) sum += r;
+          }
+        });
+        return run_result{seconds, std::to_string(sum), static_cast<std::size_t>(calls_)};
+      });
+    });
+    add_joblib_variants(
+        *this, c_, {},
+        [&](int, auto, auto) {
+          long const calls = std::min(calls_, c_.settings().sizes.joblib_calls);
+          return joblib_request{.size = {{"calls", calls}, {"tasks", tasks_}}, .chunk = 0,
+                                .work = static_cast<double>(calls)};
+        },
+        {"multiprocessing"});
+  }
+
+  bench_context& c_;
+  long calls_, tasks_;
+};
+
 }  // namespace
 
 std::vector<std::string> const& workload_names() {
-  static std::vector<std::string> const names = {"map", "rowreduce", "sumsq", "md5", "tiny", "sleep", "npy"};
+  static std::vector<std::string> const names = {"map", "rowreduce", "sumsq", "md5", "tiny", "calls", "sleep", "npy"};
   return names;
 }
 
@@ -1080,6 +1162,7 @@ std::unique_ptr<workload> make_workload(std::string const& name, bench_context& 
   if (name == "sumsq") return std::make_unique<sumsq_workload>(context);
   if (name == "md5") return std::make_unique<md5_workload>(context);
   if (name == "tiny") return std::make_unique<tiny_workload>(context);
+  if (name == "calls") return std::make_unique<calls_workload>(context);
   if (name == "sleep") return std::make_unique<sleep_workload>(context);
   throw std::invalid_argument(fmt::format("unknown workload '{}'", name));
 }
