@@ -63,6 +63,17 @@ TEST_CASE("shared_memory is zero-filled, sized, named after this process, and cl
   REQUIRE(fcntl(fd, F_GETFD) & FD_CLOEXEC);
 }
 
+// As for shared arrays: a daemon's closed stdin and stdout stay free.
+TEST_CASE("shared_memory never takes the places of stdin and stdout") {
+  shared_memory block, attached;
+  std::string const failure = xjob::testing::without_stdin_and_stdout([&] {
+    block = shared_memory(4096);
+    attached = shared_memory::attach(block.name());
+  });
+  REQUIRE(failure.empty());
+  REQUIRE(attached.size() == 4096);
+}
+
 TEST_CASE("shared_memory of 0 bytes is an invalid_argument") {
   XJOB_REQUIRE_THROWS_WITH_TEXT(shared_memory(0), xjob::invalid_argument, "0 bytes");
 }

@@ -345,3 +345,21 @@ TEST_CASE("a forked child never reuses memory the parent still caches") {
   REQUIRE(WIFEXITED(status));
   REQUIRE(WEXITSTATUS(status) == 0);
 }
+
+// A daemon closes stdin and stdout; the next descriptors opened go there.
+// Those behind arrays must not: a worker forked later would take one as its
+// stdout and write its printf into the array.
+TEST_CASE("shared arrays and .npy files never take the places of stdin and stdout") {
+  temp_dir dir;
+  xjob::shared_array<double> anonymous, file;
+  xjob::shared_array<double const> opened;
+  std::string const failure = xjob::testing::without_stdin_and_stdout([&] {
+    anonymous = xjob::shared_array<double>({777'777});  // a size no cached region has
+    file = xjob::shared_array<double>::create_npy(dir / "daemon.npy", {16});
+    file.commit();
+    opened = xjob::shared_array<double const>::open_npy(dir / "daemon.npy");
+  });
+  REQUIRE(failure.empty());
+  REQUIRE(anonymous.size() == 777'777);
+  REQUIRE(opened.size() == 16);
+}

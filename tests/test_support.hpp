@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <random>
 #include <sstream>
 #include <string>
@@ -109,6 +110,33 @@ inline std::size_t open_descriptor_count() {
   std::size_t count = 0;
   for ([[maybe_unused]] auto const& entry : std::filesystem::directory_iterator("/proc/self/fd")) ++count;
   return count;
+}
+
+// Runs `body` as a daemon would: with stdin and stdout closed. Returns what
+// went wrong, or "" if nothing did: a throw, or a descriptor xjob made that
+// took the place of stdin or stdout (a worker forked later would write its
+// printf into it). Nothing of Catch's may run inside `body`; keep what it
+// makes alive in the caller's variables, so it is checked while it lives.
+inline std::string without_stdin_and_stdout(std::function<void()> const& body) {
+  std::fflush(nullptr);
+  int const saved_stdin = fcntl(0, F_DUPFD_CLOEXEC, 3);
+  int const saved_stdout = fcntl(1, F_DUPFD_CLOEXEC, 3);
+  if (saved_stdin < 3 || saved_stdout < 3) return "cannot save stdin and stdout";
+  close(0);
+  close(1);
+  std::string failure;
+  try {
+    body();
+    if (fcntl(0, F_GETFD) != -1) failure = "a descriptor took the place of stdin";
+    if (fcntl(1, F_GETFD) != -1) failure = "a descriptor took the place of stdout";
+  } catch (std::exception const& e) {
+    failure = e.what();
+  }
+  dup2(saved_stdin, 0);
+  dup2(saved_stdout, 1);
+  close(saved_stdin);
+  close(saved_stdout);
+  return failure;
 }
 
 }  // namespace xjob::testing

@@ -19,31 +19,19 @@
 #include <xjob/errors.hpp>
 #include <xjob/ipc/detail/block.hpp>
 
+#include "src/core/fd.hpp"
+
 namespace xjob::ipc {
 
 namespace {
 
+using xjob::detail::move_above_stdio;
 using xjob::detail::throw_errno;
+using xjob::detail::unique_fd;
 
 constexpr std::string_view name_prefix = "xjob-shm:";
 // The memfd's own name, as /proc/<pid>/fd/<fd> shows it: "/memfd:xjob-shm (deleted)".
 constexpr char const* memfd_name = "xjob-shm";
-
-// Closes a descriptor unless released: the error paths of the constructors.
-class fd_guard {
- public:
-  explicit fd_guard(int fd) noexcept : fd_(fd) {}
-  ~fd_guard() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  fd_guard(fd_guard const&) = delete;
-  fd_guard& operator=(fd_guard const&) = delete;
-  [[nodiscard]] int get() const noexcept { return fd_; }
-  int release() noexcept { return std::exchange(fd_, -1); }
-
- private:
-  int fd_;
-};
 
 // Parses "xjob-shm:<pid>:<fd>:<inode>"; false if malformed.
 bool parse_name(std::string_view name, long& pid, int& fd, std::uint64_t& inode) {
@@ -66,8 +54,8 @@ bool parse_name(std::string_view name, long& pid, int& fd, std::uint64_t& inode)
 
 shared_memory::shared_memory(std::size_t bytes) {
   if (bytes == 0) throw invalid_argument("xjob::ipc::shared_memory: a block of 0 bytes");
-  fd_guard fd(memfd_create(memfd_name, MFD_CLOEXEC));
-  if (fd.get() < 0) throw_errno(errno, "cannot create shared memory (memfd_create)");
+  unique_fd fd(move_above_stdio(memfd_create(memfd_name, MFD_CLOEXEC)));
+  if (!fd) throw_errno(errno, "cannot create shared memory (memfd_create)");
   if (ftruncate(fd.get(), static_cast<off_t>(bytes)) != 0)
     throw_errno(errno, fmt::format("cannot size shared memory to {} bytes", bytes));
   struct stat info {};
@@ -90,8 +78,8 @@ shared_memory shared_memory::attach(std::string_view name) {
   if (!parse_name(name, pid, fd_number, inode))
     throw fail("not a name of the form xjob-shm:<pid>:<fd>:<inode>");
   std::string const path = fmt::format("/proc/{}/fd/{}", pid, fd_number);
-  fd_guard fd(::open(path.c_str(), O_RDWR | O_CLOEXEC));
-  if (fd.get() < 0) {
+  unique_fd fd(move_above_stdio(::open(path.c_str(), O_RDWR | O_CLOEXEC)));
+  if (!fd) {
     int const code = errno;
     if (code == ENOENT)
       throw fail(fmt::format("process {} does not exist or no longer holds it (no {})", pid, path));

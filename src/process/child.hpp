@@ -21,7 +21,7 @@
 
 #include <string_view>
 
-#include "fd.hpp"
+#include "src/core/fd.hpp"
 
 namespace xjob::detail::process {
 

@@ -9,7 +9,7 @@
 #include <string_view>
 #include <vector>
 
-#include "fd.hpp"
+#include "src/core/fd.hpp"
 
 namespace xjob::detail::process {
 

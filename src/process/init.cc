@@ -32,7 +32,7 @@
 
 #include <xjob/errors.hpp>
 
-#include "fd.hpp"
+#include "src/core/fd.hpp"
 #include "fork_server.hpp"
 #include "fork_support.hpp"
 #include "worker_launcher.hpp"

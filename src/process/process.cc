@@ -25,7 +25,7 @@
 #include <xjob/worker.hpp>
 
 #include "child.hpp"
-#include "fd.hpp"
+#include "src/core/fd.hpp"
 #include "fork_support.hpp"
 #include "frame_channel.hpp"
 #include "worker_launcher.hpp"
@@ -38,7 +38,7 @@ using detail::process::become_worker;
 using detail::throw_errno;
 using detail::process::receive_all;
 using detail::process::send_all;
-using detail::process::unique_fd;
+using detail::unique_fd;
 
 constexpr char const* entry_name = "xjob.process";
 // How long start() waits for the caller's other threads to go idle before
@@ -169,7 +169,7 @@ void process::start_forked() {
   // parent's end as its stdin or stdout.
   unique_fd parent_end;
   unique_fd child_end;
-  detail::process::make_socket_pair(SOCK_STREAM, parent_end, child_end, "a child process");
+  detail::make_socket_pair(SOCK_STREAM, parent_end, child_end, "a child process");
   int const cpu_share = cpu_count();
   detail::process::prepare_to_fork(fork_patience);
   // fork_child blocks signals across the fork: one sent to the child at

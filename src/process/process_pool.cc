@@ -33,7 +33,7 @@
 
 #include "child.hpp"
 #include "frame_channel.hpp"
-#include "fd.hpp"
+#include "src/core/fd.hpp"
 #include "worker_launcher.hpp"
 
 namespace xjob {
@@ -79,7 +79,7 @@ bool send_frame(int fd, frame_kind kind, std::string_view payload, std::span<int
 
 // Reads one frame; false at end of stream, on an error, or on a frame with
 // more descriptors than `max_fds` (only the hello carries one).
-bool receive_frame(int fd, frame_kind& kind, std::string& payload, std::vector<process::unique_fd>& fds,
+bool receive_frame(int fd, frame_kind& kind, std::string& payload, std::vector<detail::unique_fd>& fds,
                    std::size_t max_fds = 0) {
   std::uint32_t raw = 0;
   fds.clear();
@@ -89,7 +89,7 @@ bool receive_frame(int fd, frame_kind& kind, std::string& payload, std::vector<p
 }
 
 bool receive_frame(int fd, frame_kind& kind, std::string& payload) {
-  std::vector<process::unique_fd> fds;
+  std::vector<detail::unique_fd> fds;
   return receive_frame(fd, kind, payload, fds);
 }
 
@@ -98,7 +98,7 @@ bool receive_frame(int fd, frame_kind& kind, std::string& payload) {
 class shared_note {
  public:
   shared_note() {
-    fd_.reset(process::move_above_stdio(memfd_create("xjob-pool-note", MFD_CLOEXEC)));
+    fd_.reset(detail::move_above_stdio(memfd_create("xjob-pool-note", MFD_CLOEXEC)));
     if (!fd_) throw_errno(errno, "cannot create a memfd for a pool worker");
     if (ftruncate(fd_.get(), sizeof(std::atomic<std::uint64_t>)) != 0)
       throw_errno(errno, "cannot size a memfd for a pool worker");
@@ -132,7 +132,7 @@ class shared_note {
     word_ = nullptr;
   }
 
-  process::unique_fd fd_;
+  detail::unique_fd fd_;
   std::atomic<std::uint64_t>* word_ = nullptr;
 };
 
@@ -176,7 +176,7 @@ bool send_item_result(std::string_view encoded) {
   std::string payload;
   std::string result;
   try {
-    std::vector<process::unique_fd> fds;
+    std::vector<detail::unique_fd> fds;
     if (!receive_frame(channel, kind, payload, fds, 1) || kind != frame_kind::hello || fds.size() != 1) leave(0);
     auto const hello = decode_value<hello_message>(payload, "the pool's hello");
     set_worker_index(hello.index);
@@ -335,7 +335,7 @@ class pool_core {
                                          to_string(method_)));
     // Not on 0-2 (see fd.hpp): a worker forked later would take it as its
     // stdin or stdout.
-    wake_fd_.reset(process::move_above_stdio(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)));
+    wake_fd_.reset(detail::move_above_stdio(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)));
     if (!wake_fd_) throw_errno(errno, "cannot create an eventfd for a process pool");
     // Workers are started by the supervisor thread: a forked worker dies
     // with the thread that forked it (PR_SET_PDEATHSIG), and that thread
@@ -447,7 +447,7 @@ class pool_core {
 
   struct worker {
     process::child_process child;
-    process::unique_fd channel;
+    detail::unique_fd channel;
     shared_note note;  // which item of a map chunk it runs
     int index = 0;
     // task_timeout: the note last seen, since when, and whether the worker
@@ -943,7 +943,7 @@ class pool_core {
   // The supervisor's own (and the constructor's, before it starts).
   std::vector<worker> workers_;
   int next_index_ = 0;
-  process::unique_fd wake_fd_;
+  detail::unique_fd wake_fd_;
 
   pid_t const owner_ = getpid();
   std::mutex join_mutex_;

@@ -27,7 +27,7 @@
 #include <xjob/errors.hpp>
 #include <xjob/init.hpp>
 
-#include "fd.hpp"
+#include "src/core/fd.hpp"
 #include "fork_server.hpp"
 #include "fork_support.hpp"
 

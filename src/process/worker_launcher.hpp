@@ -13,7 +13,7 @@
 #include <xjob/start_method.hpp>
 
 #include "child.hpp"
-#include "fd.hpp"
+#include "src/core/fd.hpp"
 
 namespace xjob::detail::process {
 

@@ -27,6 +27,8 @@
 #include <xjob/errors.hpp>
 #include <xjob/shared_array.hpp>
 
+#include "src/core/fd.hpp"
+
 namespace xjob::detail {
 
 namespace {
@@ -280,7 +282,7 @@ mapped_region mapped_region::anonymous(std::size_t bytes, region_fill fill) {
   // A memfd rather than a file in /dev/shm: it has no name another user
   // could open, vanishes with its last mapping (nothing to leak if the
   // process dies), and is not bound by /dev/shm's size (64 MiB in Docker).
-  int const fd = memfd_create("xjob-shared-array", MFD_CLOEXEC);
+  int const fd = move_above_stdio(memfd_create("xjob-shared-array", MFD_CLOEXEC));
   if (fd < 0) throw_errno(errno, "cannot create shared memory (memfd_create)");
   std::size_t const length = round_to_pages(bytes);
   if (ftruncate(fd, static_cast<off_t>(length)) != 0) {
@@ -305,7 +307,7 @@ mapped_region mapped_region::anonymous(std::size_t bytes, region_fill fill) {
 mapped_region mapped_region::create_file(std::filesystem::path const& final_path, std::string const& header,
                                          std::size_t data_bytes) {
   std::string partial = final_path.string() + ".XXXXXX.partial";
-  int const fd = mkostemps(partial.data(), 8, O_CLOEXEC);
+  int const fd = move_above_stdio(mkostemps(partial.data(), 8, O_CLOEXEC));
   if (fd < 0) throw_errno(errno, fmt::format("cannot create {}", partial));
 
   mapped_region region;
@@ -342,7 +344,7 @@ mapped_region mapped_region::create_file(std::filesystem::path const& final_path
 
 mapped_region mapped_region::open_file(std::filesystem::path const& path, region_access access) {
   bool const writable = access == region_access::read_write;
-  int const fd = ::open(path.c_str(), (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+  int const fd = move_above_stdio(::open(path.c_str(), (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC));
   if (fd < 0) throw npy_error(path, "cannot open", std::error_code(errno, std::generic_category()));
   struct stat info {};
   if (fstat(fd, &info) != 0) {
@@ -397,7 +399,7 @@ mapped_region mapped_region::attach(std::string_view name, region_access access)
     throw fail("not a name of the form xjob-region:<pid>:<fd>:<inode>");
   bool const writable = access == region_access::read_write;
   std::string const path = fmt::format("/proc/{}/fd/{}", pid, fd_number);
-  int const fd = ::open(path.c_str(), (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+  int const fd = move_above_stdio(::open(path.c_str(), (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC));
   if (fd < 0) {
     int const code = errno;
     if (code == ENOENT)

@@ -41,7 +41,7 @@
 
 #include "src/backends/processes/warm_workers.hpp"
 #include "src/backends/processes/worker_process.hpp"
-#include "src/process/fd.hpp"
+#include "src/core/fd.hpp"
 #include "src/process/fork_support.hpp"
 #include "src/process/frame_channel.hpp"
 #include "src/process/worker_channel.hpp"
@@ -89,7 +89,7 @@ class call_supervisor {
       rings_.push_back(block_.base() + rings_at + w * process::ring_bytes);
       receivers_.emplace_back(*slots_.back(), rings_.back());
     }
-    wake_fd_.reset(process::move_above_stdio(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)));
+    wake_fd_.reset(detail::move_above_stdio(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)));
     if (!wake_fd_) throw_errno(errno, "cannot create an eventfd for worker processes");
     if (warm_ != nullptr) prepare_warm_request();
     if (settings_.call_timeout)
@@ -210,7 +210,7 @@ class call_supervisor {
   bool on_message(std::size_t w) {
     std::uint32_t kind = 0;
     std::string payload;
-    std::vector<process::unique_fd> fds;
+    std::vector<detail::unique_fd> fds;
     if (!process::receive_frame(worker(w).channel(), kind, payload, fds)) return false;
     if (static_cast<warm::frame>(kind) != warm::frame::done || !running_[w]) return false;
     drain(w);  // all it sent is in the ring before its "done"
@@ -450,7 +450,7 @@ class call_supervisor {
   std::vector<worker_process> own_workers_;  // forked for the call
   std::vector<bool> running_;                // in the call: not yet done, dead or reaped
   std::vector<std::size_t> starts_;          // how often each worker was started in the call
-  process::unique_fd wake_fd_;
+  detail::unique_fd wake_fd_;
   warm::call_request request_;  // for warm workers
   std::vector<int> fds_;        // handed with it: wake_fd_, the block, the arrays
   std::vector<bool> covered_;

@@ -86,7 +86,7 @@ class warm_loop final : public remote_loop {
 };
 
 // Runs one call; returns why it could not, or nothing.
-std::string run_call(std::string_view payload, std::vector<process::unique_fd>& fds,
+std::string run_call(std::string_view payload, std::vector<detail::unique_fd>& fds,
                      std::map<std::uint64_t, worker_mapping>& mapped) {
   try {
     auto const request = decode_value<call_request>(payload, "a call of the processes backend");
@@ -143,7 +143,7 @@ std::string run_call(std::string_view payload, std::vector<process::unique_fd>& 
   std::map<std::uint64_t, worker_mapping> mapped;
   std::uint32_t kind = 0;
   std::string payload;
-  std::vector<process::unique_fd> fds;
+  std::vector<detail::unique_fd> fds;
   try {
     for (;;) {
       if (!process::receive_frame(channel, kind, payload, fds)) leave(0);

@@ -12,7 +12,7 @@
 #include <utility>
 
 #include "src/process/child.hpp"
-#include "src/process/fd.hpp"
+#include "src/core/fd.hpp"
 
 namespace xjob::detail {
 
@@ -25,7 +25,7 @@ struct worker_end {
 class worker_process {
  public:
   // Takes the started child (and its channel, for a warm worker).
-  void started(process::child_process child, process::unique_fd channel = {}) noexcept {
+  void started(process::child_process child, detail::unique_fd channel = {}) noexcept {
     child_ = std::move(child);
     channel_ = std::move(channel);
   }
@@ -63,7 +63,7 @@ class worker_process {
   // Declared first, destroyed last: the child is killed and reaped after
   // its channel closed.
   process::child_process child_;
-  process::unique_fd channel_;
+  detail::unique_fd channel_;
 };
 
 }  // namespace xjob::detail

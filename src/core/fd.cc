@@ -1,4 +1,4 @@
-#include "fd.hpp"
+#include "src/core/fd.hpp"
 
 #include <fcntl.h>
 #include <sys/socket.h>
@@ -7,7 +7,7 @@
 #include <cerrno>
 #include <system_error>
 
-namespace xjob::detail::process {
+namespace xjob::detail {
 
 void unique_fd::reset(int fd) noexcept {
   // close() is not retried on EINTR: on Linux the descriptor is gone anyway,
@@ -39,4 +39,4 @@ void make_socket_pair(int type, unique_fd& first, unique_fd& second, std::string
   second = std::move(b);
 }
 
-}  // namespace xjob::detail::process
+}  // namespace xjob::detail

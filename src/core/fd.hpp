@@ -1,5 +1,6 @@
-// Descriptors of the process layer: one owning type, one rule for where a
-// new descriptor may live, one way to report a failed system call.
+// Descriptors of every layer (shared memory, ipc, processes): one owning
+// type, one rule for where a new descriptor may live, one way to report a
+// failed system call.
 //
 // The rule: no descriptor xjob makes (socket pair ends, eventfds, pidfds,
 // memfds) stays on 0, 1 or 2. A program that closed stdin or stdout (a
@@ -13,7 +14,7 @@
 
 #include <xjob/errors.hpp>
 
-namespace xjob::detail::process {
+namespace xjob::detail {
 
 // A file descriptor, closed on destruction. Move-only; not thread-safe.
 //   unique_fd wake(move_above_stdio(eventfd(0, EFD_CLOEXEC)));
@@ -56,6 +57,6 @@ class unique_fd {
 void make_socket_pair(int type, unique_fd& first, unique_fd& second, std::string const& what_for);
 
 // System calls that fail are reported with detail::throw_errno
-// (<xjob/errors.hpp>), found from this namespace as throw_errno.
+// (<xjob/errors.hpp>).
 
-}  // namespace xjob::detail::process
+}  // namespace xjob::detail
