@@ -612,35 +612,19 @@ TEST_CASE("a forked copy of the pool's owner cannot use the pool: it gets an err
 TEST_CASE("in a program without stdin and stdout, a worker's printf never reaches another worker's channel") {
   xjob::start_method const method = GENERATE(xjob::start_method::fork, xjob::start_method::spawn);
   CAPTURE(xjob::to_string(method));
-  std::fflush(nullptr);
-  int const saved_stdin = fcntl(0, F_DUPFD_CLOEXEC, 3);
-  int const saved_stdout = fcntl(1, F_DUPFD_CLOEXEC, 3);
-  REQUIRE(saved_stdin >= 3);
-  REQUIRE(saved_stdout >= 3);
-  close(0);
-  close(1);
-  // Nothing of Catch's until stdin and stdout are back.
   std::vector<int> results;
-  std::string failure;
-  try {
+  std::string const failure = xjob::testing::without_stdin_and_stdout([&] {
     xjob::process_pool pool({.processes = 2, .start_method = method});
     std::vector<xjob::pool_future<int>> futures;
     for (int i = 0; i < 16; ++i) futures.push_back(i % 4 == 0 ? pool.submit(chatty_double, i) : pool.submit(square, i));
     for (auto& future : futures) {
       if (!future.wait_for(10s)) {
-        failure = "a task never completed";
         pool.shutdown(xjob::shutdown_mode::kill_workers);
-        break;
+        throw std::runtime_error("a task never completed");
       }
       results.push_back(future.get());
     }
-  } catch (std::exception const& e) {
-    failure = e.what();
-  }
-  dup2(saved_stdin, 0);
-  dup2(saved_stdout, 1);
-  close(saved_stdin);
-  close(saved_stdout);
+  });
   REQUIRE(failure.empty());
   std::vector<int> expected;
   for (int i = 0; i < 16; ++i) expected.push_back(i % 4 == 0 ? 2 * i : i * i);
