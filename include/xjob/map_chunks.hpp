@@ -276,25 +276,25 @@ void run_remote_chunks(std::string_view payload, std::span<std::byte* const> map
                  streaming < 0 ? std::nullopt : std::optional<bool>(streaming != 0));
 }
 
-// The remote form of a map_chunks call, or nothing if its output is not in
-// shared memory a worker can map.
+// The remote form of a map_chunks call whose input is in shared memory at
+// `in_at`, or nothing if its output is not in shared memory a worker can map.
 template <class F, class In, class Out, class InElement, class OutElement>
-[[nodiscard]] std::optional<remote_form> remote_chunks_form(In const& in, Out const& out, InElement* in_first,
+[[nodiscard]] std::optional<remote_form> remote_chunks_form(In const& in, Out const& out,
+                                                            shared_mapping_location const& in_at,
                                                             OutElement* out_first, std::size_t axis,
                                                             chunk_plan const& plan, bool clear_output,
                                                             std::optional<bool> streaming) {
-  std::optional<shared_mapping_location> const in_at = find_array_mapping(in, in_first);
   std::optional<shared_mapping_location> const out_at = find_array_mapping(out, out_first);
-  if (!in_at || !out_at || !out_at->mapping.writable) return std::nullopt;
+  if (!out_at || !out_at->mapping.writable) return std::nullopt;
   remote_form form;
   form.entry = &run_remote_chunks<F, InElement, OutElement, chunk_shape_t<In>, chunk_shape_t<Out>>;
-  form.mappings.push_back(in_at->mapping);
+  form.mappings.push_back(in_at.mapping);
   std::uint32_t out_mapping = 0;
-  if (out_at->mapping.id != in_at->mapping.id) {
+  if (out_at->mapping.id != in_at.mapping.id) {
     form.mappings.push_back(out_at->mapping);
     out_mapping = 1;
   }
-  remote_array const in_array = describe_remote_array(in, *in_at, 0);
+  remote_array const in_array = describe_remote_array(in, in_at, 0);
   remote_array const out_array = describe_remote_array(out, *out_at, out_mapping);
   encode_values(form.payload, in_array.mapping, in_array.offset, in_array.shape, in_array.strides, out_array.mapping,
                 out_array.offset, out_array.shape, out_array.strides, static_cast<std::uint64_t>(axis),
@@ -332,7 +332,8 @@ void map_chunks_into(parallel const& par, In const& in, F const& f, Out&& out, c
         // Warm worker processes see only shared memory: an input elsewhere
         // is copied there once for the call (joblib memory-maps large
         // arguments likewise), never sent per task.
-        if (!find_array_mapping(in, in_first)) {
+        std::optional<shared_mapping_location> const in_at = find_array_mapping(in, in_first);
+        if (!in_at) {
           shared_array<std::remove_const_t<in_element_type>> staged(input_shape, uninitialized);
           constexpr std::size_t rank = xt::get_rank<std::remove_cvref_t<In>>::value;
           if constexpr (rank == dynamic_rank) {
@@ -346,7 +347,8 @@ void map_chunks_into(parallel const& par, In const& in, F const& f, Out&& out, c
           return;
         }
         if (std::optional<remote_form> remote =
-                remote_chunks_form<F, In, Out>(in, out, in_first, out_first, how.axis, plan, clear_output, streaming)) {
+                remote_chunks_form<F, In, Out, in_element_type>(in, out, *in_at, out_first, how.axis, plan,
+                                                                clear_output, streaming)) {
           run_chunk_plan([&](task_runner& runner,
                              std::size_t count) { parallel_access::run(par, runner, count, &*remote); },
                          plan, in, f, std::forward<Out>(out), in_first, out_first, how.axis, clear_output, streaming);
