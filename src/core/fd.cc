@@ -1,11 +1,14 @@
 #include "src/core/fd.hpp"
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <system_error>
+
+#include <fmt/format.h>
 
 namespace xjob::detail {
 
@@ -23,6 +26,14 @@ int move_above_stdio(int fd) noexcept {
   (void)close(fd);
   errno = saved;
   return moved;
+}
+
+unique_fd create_memfd(char const* name, std::size_t bytes) {
+  unique_fd fd(move_above_stdio(memfd_create(name, MFD_CLOEXEC)));
+  if (!fd) throw_errno(errno, "cannot create shared memory (memfd_create)");
+  if (ftruncate(fd.get(), static_cast<off_t>(bytes)) != 0)
+    throw_errno(errno, fmt::format("cannot size shared memory to {} bytes", bytes));
+  return fd;
 }
 
 void make_socket_pair(int type, unique_fd& first, unique_fd& second, std::string const& what_for) {

@@ -9,6 +9,7 @@
 // worker's channel.
 #pragma once
 
+#include <cstddef>
 #include <string>
 #include <utility>
 
@@ -50,6 +51,12 @@ class unique_fd {
 // Async-signal-safe. Call it on every descriptor the moment it is made:
 //   int const fd = move_above_stdio(memfd_create("xjob", MFD_CLOEXEC));
 [[nodiscard]] int move_above_stdio(int fd) noexcept;
+
+// A new memfd of `bytes` bytes (close-on-exec, not on 0-2), named `name` in
+// /proc/<pid>/fd. Throws std::system_error "cannot create shared memory
+// (memfd_create)" or "cannot size shared memory to <bytes> bytes".
+//   unique_fd fd = create_memfd("xjob-shm", 4096);
+[[nodiscard]] unique_fd create_memfd(char const* name, std::size_t bytes);
 
 // Both ends of a new AF_UNIX socket pair of `type` (SOCK_CLOEXEC is added),
 // neither on 0, 1 or 2. Throws std::system_error "cannot create a socket

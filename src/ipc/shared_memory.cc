@@ -54,10 +54,7 @@ bool parse_name(std::string_view name, long& pid, int& fd, std::uint64_t& inode)
 
 shared_memory::shared_memory(std::size_t bytes) {
   if (bytes == 0) throw invalid_argument("xjob::ipc::shared_memory: a block of 0 bytes");
-  unique_fd fd(move_above_stdio(memfd_create(memfd_name, MFD_CLOEXEC)));
-  if (!fd) throw_errno(errno, "cannot create shared memory (memfd_create)");
-  if (ftruncate(fd.get(), static_cast<off_t>(bytes)) != 0)
-    throw_errno(errno, fmt::format("cannot size shared memory to {} bytes", bytes));
+  unique_fd fd = xjob::detail::create_memfd(memfd_name, bytes);
   struct stat info {};
   if (fstat(fd.get(), &info) != 0) throw_errno(errno, "cannot stat shared memory");
   void* const base = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);

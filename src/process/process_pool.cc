@@ -97,13 +97,7 @@ bool receive_frame(int fd, frame_kind& kind, std::string& payload) {
 // method can map it): the worker's chunk_run.note.
 class shared_note {
  public:
-  shared_note() {
-    fd_.reset(detail::move_above_stdio(memfd_create("xjob-pool-note", MFD_CLOEXEC)));
-    if (!fd_) throw_errno(errno, "cannot create a memfd for a pool worker");
-    if (ftruncate(fd_.get(), sizeof(std::atomic<std::uint64_t>)) != 0)
-      throw_errno(errno, "cannot size a memfd for a pool worker");
-    map(fd_.get());
-  }
+  shared_note() : fd_(detail::create_memfd("xjob-pool-note", sizeof(std::atomic<std::uint64_t>))) { map(fd_.get()); }
   // The worker's side, from the descriptor the hello carried.
   explicit shared_note(int fd) { map(fd); }
   shared_note(shared_note&& other) noexcept

@@ -282,25 +282,15 @@ mapped_region mapped_region::anonymous(std::size_t bytes, region_fill fill) {
   // A memfd rather than a file in /dev/shm: it has no name another user
   // could open, vanishes with its last mapping (nothing to leak if the
   // process dies), and is not bound by /dev/shm's size (64 MiB in Docker).
-  int const fd = move_above_stdio(memfd_create("xjob-shared-array", MFD_CLOEXEC));
-  if (fd < 0) throw_errno(errno, "cannot create shared memory (memfd_create)");
   std::size_t const length = round_to_pages(bytes);
-  if (ftruncate(fd, static_cast<off_t>(length)) != 0) {
-    int const code = errno;
-    ::close(fd);
-    throw_errno(code, fmt::format("cannot size shared memory to {} bytes", length));
-  }
-  void* base = mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  if (base == MAP_FAILED) {
-    int const code = errno;
-    ::close(fd);
-    throw_errno(code, fmt::format("cannot map {} bytes of shared memory", length));
-  }
+  unique_fd fd = create_memfd("xjob-shared-array", length);
+  void* base = mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
+  if (base == MAP_FAILED) throw_errno(errno, fmt::format("cannot map {} bytes of shared memory", length));
   region.base_ = static_cast<std::byte*>(base);
   region.mapped_length_ = length;
   // The descriptor stays open with the mapping, for workers that started
   // before it (see find_shared_mapping).
-  register_mapping(region.base_, length, fd, true);
+  register_mapping(region.base_, length, fd.release(), true);
   return region;
 }
 
