@@ -37,6 +37,7 @@ _SYSTEM_LIBRARIES = {
     "xjob_cli11": "/usr/include",
     "xjob_openssl": "/usr/include",
     "xjob_nlohmann_json": "/usr/include",
+    "xjob_random123": "/usr/include",
 }
 
 def xjob_dependencies():

@@ -14,6 +14,7 @@ packages=(
   catch2
   libfmt-dev
   libcereal-dev
+  librandom123-dev
   libcli11-dev
   libssl-dev
   libomp-dev

@@ -9,6 +9,8 @@
 #include <chrono>
 #include <memory>
 #include <optional>
+#include <random>
+#include <ranges>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -25,6 +27,7 @@
 #include <xjob/errors.hpp>
 #include <xjob/init.hpp>
 #include <xjob/map_chunks.hpp>
+#include <xjob/random_stream.hpp>
 
 namespace {
 
@@ -172,6 +175,29 @@ TEST_CASE("after a failure the same parallel object runs the next call normally"
   REQUIRE_THROWS_AS(par.map([](int i) { return i == 3 ? throw std::runtime_error("x") : i; }, std::views::iota(0, 9)),
                     xjob::task_error);
   REQUIRE(par.map([](int i) { return i; }, std::views::iota(0, 9)).size() == 9);
+}
+
+// Numbers drawn from xjob::random_stream depend on (seed, key) alone, so a
+// Monte Carlo map gives the sequential result bit for bit on every backend.
+TEST_CASE("a Monte Carlo map on random streams gives the sequential bits") {
+  auto const backend = GENERATE(from_range(backends_under_test()));
+  auto const n_jobs = GENERATE(2, 3);
+  CAPTURE(backend, n_jobs);
+  auto const estimate = [](int task) {  // no captures: also forkserver and spawn
+    xjob::random_stream g(2026, static_cast<std::uint64_t>(task));
+    std::uniform_real_distribution<double> unit;
+    int inside = 0;
+    for (int i = 0; i < 1000; ++i) {
+      double const x = unit(g);
+      double const y = unit(g);
+      inside += x * x + y * y <= 1.0 ? 1 : 0;
+    }
+    return 4.0 * inside / 1000.0 + 1e-3 * std::normal_distribution<double>()(g);
+  };
+  std::vector<double> const expected = xjob::parallel({.n_jobs = 1}).map(estimate, std::views::iota(0, 300));
+  std::vector<double> const got =
+      xjob::parallel({.n_jobs = n_jobs, .backend = backend}).map(estimate, std::views::iota(0, 300));
+  REQUIRE(got == expected);  // exact: the same bits
 }
 
 TEST_CASE("map_chunks matches the sequential result for ranks 1 to 3, odd chunk sizes and every axis") {

@@ -17,6 +17,7 @@
 #include <xjob/parallel.hpp>
 #include <xjob/parallel_config.hpp>
 #include <xjob/parallel_options.hpp>
+#include <xjob/random_stream.hpp>
 #include <xjob/process.hpp>
 #include <xjob/process_pool.hpp>
 #include <xjob/process_workers.hpp>
