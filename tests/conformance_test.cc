@@ -230,6 +230,34 @@ TEST_CASE("map_chunks matches the sequential result for ranks 1 to 3, odd chunk 
   }
 }
 
+// f(in, out, chunk_info): each chunk's index, offset, extent and axis, on
+// every backend (warm workers, forkserver and spawn included: f has no
+// captures) and along either axis.
+TEST_CASE("map_chunks tells an f that asks where its chunk lies") {
+  auto const backend = GENERATE(from_range(backends_under_test()));
+  auto const axis = GENERATE(std::size_t(0), std::size_t(1));
+  CAPTURE(backend, axis);
+  xt::xtensor<double, 2> const x = xt::zeros<double>({37, 23});
+  xt::xtensor<double, 2> y = xt::zeros<double>({37, 23});
+  xjob::parallel par({.n_jobs = 2, .backend = backend});
+  par.map_chunks(
+      x,
+      [](auto const& in, auto&& out, xjob::chunk_info const& c) {
+        bool const extent_right = c.extent == in.shape()[c.axis];
+        for (std::size_t i = 0; i < in.shape()[0]; ++i)
+          for (std::size_t j = 0; j < in.shape()[1]; ++j)
+            out(i, j) = static_cast<double>(c.offset + (c.axis == 0 ? i : j)) + 1000.0 * static_cast<double>(c.index) +
+                        (extent_right ? 0.0 : 1e6);
+      },
+      y, xjob::chunking{.axis = axis, .size = 5});
+  for (std::size_t i = 0; i < 37; ++i)
+    for (std::size_t j = 0; j < 23; ++j) {
+      std::size_t const along = axis == 0 ? i : j;
+      CAPTURE(i, j);
+      REQUIRE(y(i, j) == static_cast<double>(along + 1000 * (along / 5)));
+    }
+}
+
 TEST_CASE("map_chunks writes every element exactly once") {
   auto const backend = GENERATE(from_range(backends_under_test()));
   auto const n_jobs = GENERATE(2, 3);

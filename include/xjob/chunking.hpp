@@ -29,6 +29,20 @@ struct chunk {
   friend bool operator==(chunk const&, chunk const&) = default;
 };
 
+// Where a chunk of a map_chunks call lies, for an f that takes it as a third
+// parameter, f(in, out, info) (Dask's block_info): to key a random stream by
+// a row's position in the whole array, say.
+//   par.map_chunks(x, [](auto const& in, auto&& out, xjob::chunk_info const& c) {
+//     out = in + static_cast<double>(c.offset);   // c.offset + r: row r's index in x
+//   }, y);
+struct chunk_info {
+  std::size_t index = 0;   // the chunk's position in the call: 0, 1, ...
+  std::size_t offset = 0;  // its first slice along the chunked axis
+  std::size_t extent = 0;  // its slices along that axis
+  std::size_t axis = 0;    // the chunked axis
+  friend bool operator==(chunk_info const&, chunk_info const&) = default;
+};
+
 // The chunks of an extent. Throws xjob::invalid_argument for a chunk extent
 // of 0. Cheap to copy; thread-safe.
 //   xjob::chunk_plan plan(10, 4);     // [0,4) [4,8) [8,10)

@@ -95,13 +95,13 @@ struct parallel_access {
   }
 };
 
-// One task per chunk: f(in, out) on views of the chunk, then the output
-// chunk is put back (a no-op for chunks of the output's own memory). `wrap`
-// turns the output view into what f gets (see output_chunk). `run(runner,
-// count)` runs the tasks: on the parallel object in the caller, on the
-// worker's loop in a warm worker process.
+// One task per chunk: f(in, out), or f(in, out, chunk_info), on views of
+// the chunk, then the output chunk is put back (a no-op for chunks of the
+// output's own memory). `wrap` turns the output view into what f gets (see
+// output_chunk). `run(runner, count)` runs the tasks: on the parallel object
+// in the caller, on the worker's loop in a warm worker process.
 template <class Run, class Ins, class Outs, class F, class Wrap>
-void run_chunks(Run const& run, chunk_plan const& plan, Ins& ins, Outs& outs, F const& f, Wrap wrap,
+void run_chunks(Run const& run, chunk_plan const& plan, std::size_t axis, Ins& ins, Outs& outs, F const& f, Wrap wrap,
                 bool streaming = false) {
   task_loop loop([&](std::size_t i) {
     chunk const c = plan[i];
@@ -109,7 +109,10 @@ void run_chunks(Run const& run, chunk_plan const& plan, Ins& ins, Outs& outs, F 
     auto out_held = outs.take(c.begin, c.end);
     auto const in_chunk = ins.view(in_held);
     auto out_chunk = wrap(outs.view(out_held));
-    f(in_chunk, out_chunk);
+    if constexpr (std::invocable<F const&, decltype(in_chunk) const&, decltype(out_chunk)&, chunk_info const&>)
+      f(in_chunk, out_chunk, chunk_info{.index = i, .offset = c.begin, .extent = c.extent(), .axis = axis});
+    else
+      f(in_chunk, out_chunk);
     // Before the chunk counts as done (a copy of out_chunk that f made may
     // have streamed too, so whether this one did tells nothing).
     if (streaming) fence_streaming_stores();
@@ -122,16 +125,19 @@ void run_chunks(Run const& run, chunk_plan const& plan, Ins& ins, Outs& outs, F 
 // wrong shape gives this one error, with the chunk types in its "with" line,
 // instead of pages of xtensor's.
 template <class F, class InChunk, class OutChunk>
-constexpr bool chunk_callable = std::invocable<F const&, InChunk const&, OutChunk&> &&
-                                std::invocable<F const&, InChunk const&, output_chunk<OutChunk>&>;
+constexpr bool chunk_callable = (std::invocable<F const&, InChunk const&, OutChunk&> &&
+                                 std::invocable<F const&, InChunk const&, output_chunk<OutChunk>&>) ||
+                                (std::invocable<F const&, InChunk const&, OutChunk&, chunk_info const&> &&
+                                 std::invocable<F const&, InChunk const&, output_chunk<OutChunk>&, chunk_info const&>);
 
 template <class F, class InChunk, class OutChunk>
 void refuse_chunk_callable() {
   static_assert(chunk_callable<F, InChunk, OutChunk>,
                 "xjob: map_chunks calls f(in, out) with `in` an xjob::chunk_view<T const, N> const& (a read-only "
                 "xtensor adaptor of the input chunk) and `out` an xjob::chunk_view<U, M>& (a writable xtensor "
-                "adaptor of the output chunk; InChunk and OutChunk below are their exact types), and f cannot be "
-                "called so. Write f as [](auto const& in, auto&& out) { out = ...; }, or take those types "
+                "adaptor of the output chunk; InChunk and OutChunk below are their exact types), and an "
+                "xjob::chunk_info const& third if f takes one, and f cannot be called so. Write f as "
+                "[](auto const& in, auto&& out) { out = ...; }, or take those types "
                 "(an xt::xtensor<T, N>& parameter cannot bind to a chunk).");
 }
 
@@ -173,15 +179,15 @@ void run_chunk_plan(Run const& run, chunk_plan const& plan, In const& in, F cons
     contiguous_slabs<InElement, chunk_shape_t<In>> ins(in_first, in_shape, false);
     contiguous_slabs<OutElement, chunk_shape_t<Out>> outs(out_first, out_shape, clear_output);
     if (overlaps(in_first, in.size(), out_first, out.size())) {
-      run_chunks(run, plan, ins, outs, f, as_is);
+      run_chunks(run, plan, axis, ins, outs, f, as_is);
     } else if (streaming_choice) {
       streaming_state streaming;
       streaming.learn = *streaming_choice;
       run_chunks(
-          run, plan, ins, outs, f, [&streaming](auto&& chunk) { return output_chunk(std::move(chunk), &streaming); },
+          run, plan, axis, ins, outs, f, [&streaming](auto&& chunk) { return output_chunk(std::move(chunk), &streaming); },
           true);
     } else {
-      run_chunks(run, plan, ins, outs, f, no_alias);
+      run_chunks(run, plan, axis, ins, outs, f, no_alias);
     }
   } else {
     // f's chunks are copies here, which never overlap each other.
@@ -189,7 +195,7 @@ void run_chunk_plan(Run const& run, chunk_plan const& plan, In const& in, F cons
     if (clear_output) std::fill(out.begin(), out.end(), OutElement{});
     copied_slabs<in_value const, dense_chunk_t<In, in_value>> ins(in_first, in_shape, in.strides(), axis);
     copied_slabs<OutElement, dense_chunk_t<Out, OutElement>> outs(out_first, out_shape, out.strides(), axis);
-    run_chunks(run, plan, ins, outs, f, no_alias);
+    run_chunks(run, plan, axis, ins, outs, f, no_alias);
   }
 }
 

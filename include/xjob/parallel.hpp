@@ -295,7 +295,9 @@ class parallel {
   // major arrays cut along axis 0 give f xtensor adaptors over the arrays'
   // own memory (no copy; `out = e` assigns without a temporary when out does
   // not overlap the input); other axes or strided arrays give f dense copies
-  // of each chunk, written back after f returns. Throws
+  // of each chunk, written back after f returns. An f with a third
+  // parameter, xjob::chunk_info const&, learns where its chunk lies (its
+  // index, offset and extent along the axis). Throws
   // xjob::invalid_argument for a bad axis or a chunk size of 0,
   // xjob::task_error if f throws.
   // Needs #include <xjob/map_chunks.hpp> (or <xjob/xjob.hpp>).
