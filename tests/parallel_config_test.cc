@@ -119,3 +119,22 @@ TEST_CASE("XJOB_STREAMING_STORES forces the choice, and a bad value names itself
   XJOB_REQUIRE_THROWS_WITH_TEXT(xjob::parallel(2), xjob::invalid_argument,
                                 "XJOB_STREAMING_STORES must be auto, on or off, got 'sometimes'");
 }
+
+// A parallel's resolved options are valid options: they make a parallel
+// with the same settings (the process settings stay unset for in-process
+// backends, which refuse them).
+TEST_CASE("a parallel made from another's options has the same settings") {
+  for (char const* backend : {"threads", "sequential", "processes"}) {
+    CAPTURE(backend);
+    xjob::parallel const first({.n_jobs = 2, .backend = backend});
+    xjob::parallel const second(first.options());
+    REQUIRE(second.backend_name() == first.backend_name());
+    REQUIRE(second.n_jobs() == first.n_jobs());
+    REQUIRE(second.options().start_method == first.options().start_method);
+    REQUIRE(second.options().reuse_workers == first.options().reuse_workers);
+  }
+  xjob::parallel const threads({.n_jobs = 2, .backend = "threads"});
+  REQUIRE_FALSE(threads.options().start_method.has_value());
+  xjob::parallel const processes({.n_jobs = 2, .backend = "processes"});
+  REQUIRE(processes.options().start_method == xjob::start_method::fork);
+}

@@ -17,10 +17,10 @@
 #include <xjob/parallel.hpp>
 #include <xjob/parallel_config.hpp>
 #include <xjob/parallel_options.hpp>
-#include <xjob/random_stream.hpp>
 #include <xjob/process.hpp>
 #include <xjob/process_pool.hpp>
 #include <xjob/process_workers.hpp>
+#include <xjob/random_stream.hpp>
 #include <xjob/results.hpp>
 #include <xjob/shared_array.hpp>
 #include <xjob/shared_array_view.hpp>

@@ -11,15 +11,25 @@ parallel::parallel() : parallel(parallel_options{}) {}
 
 parallel::parallel(int n_jobs) : parallel(parallel_options{.n_jobs = n_jobs}) {}
 
+namespace {
+
+// What the backend is made with; the process settings are set only for
+// process backends (see resolve_options), the others keep the defaults.
+backend_settings settings_of(parallel_options const& options) {
+  backend_settings settings{.n_jobs = *options.n_jobs,
+                            .retries = options.retries.value_or(0),
+                            .task_timeout = options.task_timeout,
+                            .call_timeout = options.call_timeout};
+  if (options.start_method) settings.start_method = *options.start_method;
+  if (options.reuse_workers) settings.reuse_workers = *options.reuse_workers;
+  if (options.idle_timeout) settings.idle_timeout = *options.idle_timeout;
+  return settings;
+}
+
+}  // namespace
+
 parallel::parallel(parallel_options options)
-    : options_(resolve_options(options)),
-      backend_(make_backend(options_.backend, backend_settings{.n_jobs = *options_.n_jobs,
-                                                               .retries = options_.retries.value_or(0),
-                                                               .task_timeout = options_.task_timeout,
-                                                               .call_timeout = options_.call_timeout,
-                                                               .start_method = *options_.start_method,
-                                                               .reuse_workers = *options_.reuse_workers,
-                                                               .idle_timeout = *options_.idle_timeout})) {}
+    : options_(resolve_options(options)), backend_(make_backend(options_.backend, settings_of(options_))) {}
 
 std::unique_ptr<batch_call> parallel::make_call(detail::task_runner& runner, std::size_t count,
                                                 std::function<void(batch_range)> on_batch_done,

@@ -120,9 +120,14 @@ parallel_options resolve_options(parallel_options const& given) {
           "them in the caller's process, where a task cannot be killed",
           asked, resolved.backend));
   }
-  if (!resolved.start_method) resolved.start_method = start_method::fork;
-  if (!resolved.reuse_workers) resolved.reuse_workers = true;
-  if (!resolved.idle_timeout) resolved.idle_timeout = std::chrono::seconds(300);
+  // Process settings only for process backends: the options of a threads
+  // parallel stay valid options for another parallel (parallel(p.options())).
+  if (out_of_process) {
+    backend_settings const defaults;
+    if (!resolved.start_method) resolved.start_method = defaults.start_method;
+    if (!resolved.reuse_workers) resolved.reuse_workers = defaults.reuse_workers;
+    if (!resolved.idle_timeout) resolved.idle_timeout = defaults.idle_timeout;
+  }
   if (resolved.batch_size && *resolved.batch_size == 0)
     throw invalid_argument("batch_size must be at least 1, got 0 (leave it unset for automatic batching)");
   if (resolved.chunk_size && *resolved.chunk_size == 0)

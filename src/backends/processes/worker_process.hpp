@@ -11,8 +11,8 @@
 #include <optional>
 #include <utility>
 
-#include "src/process/child.hpp"
 #include "src/core/fd.hpp"
+#include "src/process/child.hpp"
 
 namespace xjob::detail {
 
