@@ -178,17 +178,10 @@ auto map_expression(auto const& in) { return xt::sqrt(in) * 2.0 + 1.0; }
 
 // Whether xjob's map_chunks writes this map's output with streaming stores
 // (its default, `automatic`, or XJOB_STREAMING_STORES): the pool tasks then
-// do so too, or the rows would compare store kinds, not backends.
+// do so too, or the rows would compare store kinds, not backends. Asked of
+// map_chunks' own rule, so the two cannot drift apart.
 bool xjob_streams(std::size_t output_bytes) {
-  switch (xjob::parallel().options().streaming.value_or(xjob::streaming_stores::automatic)) {
-    case xjob::streaming_stores::on:
-      return true;
-    case xjob::streaming_stores::off:
-      return false;
-    case xjob::streaming_stores::automatic:
-      break;
-  }
-  return output_bytes >= xjob::last_level_cache_bytes();
+  return xjob::detail::streaming_for<double>(xjob::parallel(), output_bytes).has_value();
 }
 
 std::size_t map_pool_task(std::string const& x_name, std::string const& y_name, std::size_t begin, std::size_t end,
@@ -444,11 +437,11 @@ class map_workload : public workload {
         v.work = bytes;
         std::size_t const size = chunk ? *chunk : auto_chunk(v.n_jobs);
         std::string const who = fmt::format("xjob {} n_jobs={} chunk={}", v.backend, v.n_jobs, v.chunk);
-        v.run = [this, get_pool, size, who] {
+        bool const stream = xjob_streams(n_ * sizeof(double));
+        v.run = [this, get_pool, size, who, stream] {
           fill_nan(pool_y(), n_);
           // The task list is made before the clock starts, as xjob's rows
           // plan their chunks inside the call but never allocate per chunk.
-          bool const stream = xjob_streams(n_ * sizeof(double));
           std::vector<std::tuple<std::string, std::string, std::size_t, std::size_t, bool>> args;
           for (auto [begin, end] : ranges_of(n_, size))
             args.emplace_back(pool_x_.name(), pool_y_.name(), begin, end, stream);
