@@ -64,7 +64,7 @@ import re
 import sys
 
 STD_HEADERS = [
-    "algorithm", "array", "chrono", "cmath", "cstddef", "cstdint", "cstdio", "cstdlib", "filesystem",
+    "algorithm", "array", "bit", "chrono", "cmath", "cstddef", "cstdint", "cstdio", "cstdlib", "filesystem",
     "fstream", "functional", "iostream", "map", "memory", "numeric", "optional", "ranges", "string",
     "thread", "tuple", "utility", "vector",
 ]

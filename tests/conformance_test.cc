@@ -6,6 +6,9 @@
 #include <xjob/parallel.hpp>
 
 #include <atomic>
+#include <bit>
+#include <cstdint>
+#include <functional>
 #include <chrono>
 #include <memory>
 #include <optional>
@@ -28,6 +31,7 @@
 #include <xjob/init.hpp>
 #include <xjob/map_chunks.hpp>
 #include <xjob/random_stream.hpp>
+#include <xjob/reduce_chunks.hpp>
 
 namespace {
 
@@ -297,6 +301,157 @@ TEST_CASE("a throwing chunk is reported with its chunk index") {
           },
           xjob::chunking{.size = 100}),
       xjob::task_error, "task 5 threw std::invalid_argument: bad chunk");
+}
+
+// Reductions combine in a tree fixed by the data's size (see
+// detail/reduction.hpp): the same bits on every backend, n_jobs and batch.
+TEST_CASE("map_reduce gives the sequential bits, for any n_jobs and batch size") {
+  auto const backend = GENERATE(from_range(backends_under_test()));
+  auto const n_jobs = GENERATE(from_range(job_counts()));
+  auto const batch = GENERATE(from_range(batch_sizes()));
+  auto const count = GENERATE(0, 1, 6, 4097, 100'003);
+  CAPTURE(backend, n_jobs, batch.value_or(0), count);
+  auto const term = [](int i) { return 1.0 / (1.0 + i) * (i % 3 == 0 ? -1.0 : 1.0); };  // no captures
+  double const expected = xjob::parallel({.n_jobs = 1}).map_reduce(term, std::views::iota(0, count), 0.25, std::plus<>{});
+  xjob::parallel par({.n_jobs = n_jobs, .backend = backend, .batch_size = batch});
+  double const got = par.map_reduce(term, std::views::iota(0, count), 0.25, std::plus<>{});
+  REQUIRE(std::bit_cast<std::uint64_t>(got) == std::bit_cast<std::uint64_t>(expected));
+  double naive = 0.25;
+  for (int i = 0; i < count; ++i) naive += term(i);
+  REQUIRE(got == Approx(naive).epsilon(1e-12));
+}
+
+// A combine that writes down what it combined shows the tree itself: leaves
+// of one item below 4097 items, pairs left to right, a last odd node lifted.
+TEST_CASE("map_reduce combines in the documented tree, on every backend") {
+  auto const backend = GENERATE(from_range(backends_under_test()));
+  CAPTURE(backend);
+  xjob::parallel par({.n_jobs = 2, .backend = backend, .batch_size = 1});
+  auto const name = [](int i) { return std::to_string(i); };
+  auto const join = [](std::string const& a, std::string const& b) { return "(" + a + "+" + b + ")"; };
+  REQUIRE(par.map_reduce(name, std::views::iota(0, 5), std::string("init"), join) == "(init+(((0+1)+(2+3))+4))");
+  REQUIRE(par.map_reduce(name, std::views::iota(0, 1), std::string("init"), join) == "(init+0)");
+  REQUIRE(par.map_reduce(name, std::views::iota(0, 0), std::string("init"), join) == "init");
+  // More than 4096 items: leaves of several, folded left to right; checked
+  // against the tree built level by level.
+  for (int const count : {4100, 9000}) {
+    CAPTURE(count);
+    std::size_t const per_leaf = (static_cast<std::size_t>(count) + 4095) / 4096;
+    std::vector<std::string> level;
+    for (int i = 0; i < count; ++i) {
+      if (static_cast<std::size_t>(i) % per_leaf == 0)
+        level.push_back(name(i));
+      else
+        level.back() = join(level.back(), name(i));
+    }
+    while (level.size() > 1) {
+      std::vector<std::string> up;
+      for (std::size_t j = 0; j < level.size(); j += 2) up.push_back(j + 1 < level.size() ? join(level[j], level[j + 1]) : level[j]);
+      level = std::move(up);
+    }
+    REQUIRE(par.map_reduce(name, std::views::iota(0, count), std::string("i"), join) == join("i", level[0]));
+  }
+}
+
+struct histogram {
+  std::vector<long> bins = std::vector<long>(8, 0);
+  double total = 0.0;
+  template <class Archive>
+  void serialize(Archive& archive) {
+    archive(bins, total);
+  }
+  friend bool operator==(histogram const&, histogram const&) = default;
+};
+
+TEST_CASE("map_reduce carries any transferable result: a histogram") {
+  auto const backend = GENERATE(from_range(backends_under_test()));
+  auto const n_jobs = GENERATE(2, 3);
+  CAPTURE(backend, n_jobs);
+  auto const one = [](int i) {
+    histogram h;
+    h.bins[static_cast<std::size_t>(i * 7 % 8)] = 1;
+    h.total = 0.1 * i;
+    return h;
+  };
+  auto const add = [](histogram a, histogram const& b) {
+    for (std::size_t k = 0; k < a.bins.size(); ++k) a.bins[k] += b.bins[k];
+    a.total += b.total;
+    return a;
+  };
+  histogram const expected = xjob::parallel({.n_jobs = 1}).map_reduce(one, std::views::iota(0, 9001), histogram{}, add);
+  histogram const got = xjob::parallel({.n_jobs = n_jobs, .backend = backend}).map_reduce(one, std::views::iota(0, 9001),
+                                                                                        histogram{}, add);
+  REQUIRE(got == expected);
+  REQUIRE(got.bins[0] + got.bins[7] == 2251);  // i % 8 == 0 or 1
+}
+
+TEST_CASE("reduce_chunks gives the sequential bits on every axis, chunk size and input kind") {
+  auto const backend = GENERATE(from_range(backends_under_test()));
+  auto const n_jobs = GENERATE(1, 2, 3);
+  auto const chunk = GENERATE(as<std::optional<std::size_t>>{}, std::nullopt, 1, 7);
+  CAPTURE(backend, n_jobs, chunk.value_or(0));
+  xt::xtensor<double, 2> x = xt::zeros<double>({301, 37});
+  fill_pattern(x);
+  xjob::shared_array<double> shared({301, 37});
+  std::copy(x.begin(), x.end(), shared.begin());
+  auto const sum = [](auto const& c) { return double(xt::sum(c)()); };
+  xjob::parallel const sequential({.n_jobs = 1});
+  xjob::parallel par({.n_jobs = n_jobs, .backend = backend});
+  for (std::size_t axis = 0; axis < 2; ++axis) {
+    CAPTURE(axis);
+    xjob::chunking const how{.axis = axis, .size = chunk};
+    double const expected = sequential.reduce_chunks(x, sum, 0.0, std::plus<>{}, how);
+    REQUIRE(expected == Approx(xt::sum(x)()).epsilon(1e-12));
+    // A private input (workers forked for the call), and one in shared
+    // memory (warm workers map it).
+    REQUIRE(std::bit_cast<std::uint64_t>(par.reduce_chunks(x, sum, 0.0, std::plus<>{}, how)) ==
+            std::bit_cast<std::uint64_t>(expected));
+    REQUIRE(std::bit_cast<std::uint64_t>(par.reduce_chunks(shared, sum, 0.0, std::plus<>{}, how)) ==
+            std::bit_cast<std::uint64_t>(expected));
+  }
+}
+
+TEST_CASE("reduce_chunks tells an f that asks where its chunk lies") {
+  auto const backend = GENERATE(from_range(backends_under_test()));
+  CAPTURE(backend);
+  xjob::shared_array<int> x({50, 3});
+  xjob::parallel par({.n_jobs = 2, .backend = backend});
+  // Each chunk gives its rows' indices, summed: the sum of 0..49, once each.
+  auto const rows = [](auto const& c, xjob::chunk_info const& info) {
+    long total = 0;
+    for (std::size_t r = 0; r < c.shape()[0]; ++r) total += static_cast<long>(info.offset + r);
+    return info.extent == c.shape()[0] ? total : -1000000L;
+  };
+  REQUIRE(par.reduce_chunks(x, rows, 0L, std::plus<>{}, xjob::chunking{.size = 7}) == 1225);
+}
+
+TEST_CASE("a throwing f or combine of a reduction is reported as a task_error") {
+  auto const backend = GENERATE(from_range(backends_under_test()));
+  CAPTURE(backend);
+  xjob::parallel par({.n_jobs = 2, .backend = backend});
+  auto const bad_term = [](int i) { return i == 777 ? throw std::domain_error("term 777") : double(i); };
+  XJOB_REQUIRE_THROWS_WITH_TEXT((void)par.map_reduce(bad_term, std::views::iota(0, 1000), 0.0, std::plus<>{}),
+                                xjob::task_error, "threw std::domain_error: term 777");
+  auto const bad_combine = [](double a, double b) { return a + b > 400000.0 ? throw std::overflow_error("too big") : a + b; };
+  XJOB_REQUIRE_THROWS_WITH_TEXT(
+      (void)par.map_reduce([](int i) { return double(i); }, std::views::iota(0, 1000), 0.0, bad_combine),
+      xjob::task_error, "threw std::overflow_error: too big");
+  xt::xtensor<double, 1> const x = xt::ones<double>({100});
+  XJOB_REQUIRE_THROWS_WITH_TEXT((void)par.reduce_chunks(x, [](auto const&) -> double { throw std::runtime_error("no"); },
+                                                        0.0, std::plus<>{}),
+                                xjob::task_error, "threw std::runtime_error: no");
+  // The next call runs normally.
+  REQUIRE(par.map_reduce([](int i) { return i; }, std::views::iota(0, 10), 0, std::plus<>{}) == 45);
+}
+
+TEST_CASE("reduce_chunks refuses a bad axis or chunk size, naming it") {
+  xt::xtensor<double, 2> const x = xt::ones<double>({4, 5});
+  xjob::parallel par(2);
+  auto const sum = [](auto const& c) { return double(xt::sum(c)()); };
+  XJOB_REQUIRE_THROWS_WITH_TEXT((void)par.reduce_chunks(x, sum, 0.0, std::plus<>{}, xjob::chunking{.axis = 2}),
+                                xjob::invalid_argument, "reduce_chunks: axis 2 is out of range for an input of shape (4, 5)");
+  XJOB_REQUIRE_THROWS_WITH_TEXT((void)par.reduce_chunks(x, sum, 0.0, std::plus<>{}, xjob::chunking{.size = 0}),
+                                xjob::invalid_argument, "chunk size must be at least 1, got 0");
 }
 
 int main(int argc, char** argv) {

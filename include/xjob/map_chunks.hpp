@@ -86,8 +86,14 @@ struct parallel_access {
     par.run(runner, count, remote);
   }
   static std::size_t chunk_extent_for(parallel const& par, std::span<std::size_t const> shape, std::size_t axis,
-                                      std::size_t element_bytes, chunking const& how) {
-    return par.chunk_extent_for(shape, axis, element_bytes, how);
+                                      std::size_t element_bytes, chunking const& how,
+                                      std::optional<int> auto_workers = std::nullopt) {
+    return par.chunk_extent_for(shape, axis, element_bytes, how, auto_workers);
+  }
+  static auto reduction_runner(parallel const& par, remote_form const* remote) { return par.reduction_runner(remote); }
+  template <class T, class Combine>
+  static T reduced(T init, Combine const& combine, std::optional<T> root) {
+    return parallel::reduced(std::move(init), combine, std::move(root));
   }
   static void check_chunk_shapes(std::span<std::size_t const> input_shape,
                                  std::span<std::size_t const> output_shape, std::size_t axis) {
@@ -309,6 +315,23 @@ template <class F, class In, class Out, class InElement, class OutElement>
   return form;
 }
 
+// Calls k(view), `view` an adaptor of in's rank over a copy of `in` in a
+// new shared_array: warm worker processes see only shared memory, so an
+// input elsewhere is copied there once for the call (joblib memory-maps
+// large arguments likewise), never sent per task.
+template <class Element, class In, class K>
+decltype(auto) with_staged_input(In const& in, std::vector<std::size_t> const& shape, K&& k) {
+  shared_array<std::remove_const_t<Element>> staged(shape, uninitialized);
+  constexpr std::size_t rank = xt::get_rank<std::remove_cvref_t<In>>::value;
+  if constexpr (rank == dynamic_rank) {
+    std::copy(in.begin(), in.end(), staged.view().begin());
+    return k(std::as_const(staged).view());
+  } else {
+    std::copy(in.begin(), in.end(), staged.template view<rank>().begin());
+    return k(std::as_const(staged).template view<rank>());
+  }
+}
+
 template <class In, class F, class Out>
 void map_chunks_into(parallel const& par, In const& in, F const& f, Out&& out, chunking const& how,
                      bool clear_output) {
@@ -335,21 +358,11 @@ void map_chunks_into(parallel const& par, In const& in, F const& f, Out&& out, c
     std::optional<bool> const streaming = streaming_for<out_element_type>(par, out.size() * sizeof(out_element_type));
     if constexpr (is_stateless_callable_v<F>) {
       if (par.reuses_workers()) {
-        // Warm worker processes see only shared memory: an input elsewhere
-        // is copied there once for the call (joblib memory-maps large
-        // arguments likewise), never sent per task.
         std::optional<shared_mapping_location> const in_at = find_array_mapping(in, in_first);
         if (!in_at) {
-          shared_array<std::remove_const_t<in_element_type>> staged(input_shape, uninitialized);
-          constexpr std::size_t rank = xt::get_rank<std::remove_cvref_t<In>>::value;
-          if constexpr (rank == dynamic_rank) {
-            std::copy(in.begin(), in.end(), staged.view().begin());
-            map_chunks_into(par, std::as_const(staged).view(), f, std::forward<Out>(out), how, clear_output);
-          } else {
-            std::copy(in.begin(), in.end(), staged.template view<rank>().begin());
-            map_chunks_into(par, std::as_const(staged).template view<rank>(), f, std::forward<Out>(out), how,
-                            clear_output);
-          }
+          with_staged_input<in_element_type>(in, input_shape, [&](auto const& staged) {
+            map_chunks_into(par, staged, f, std::forward<Out>(out), how, clear_output);
+          });
           return;
         }
         if (std::optional<remote_form> remote =

@@ -24,6 +24,7 @@
 #include <xjob/batch_call.hpp>
 #include <xjob/chunking.hpp>
 #include <xjob/delayed.hpp>
+#include <xjob/detail/reduction.hpp>
 #include <xjob/detail/remote_call.hpp>
 #include <xjob/detail/result_codec.hpp>
 #include <xjob/detail/task_runner.hpp>
@@ -52,6 +53,12 @@ template <class... Args>
 void run_map_chunks_into(map_chunks_missing, Args const&...) {
   static_assert(sizeof...(Args) == 0,
                 "xjob: parallel::map_chunks needs `#include <xjob/map_chunks.hpp>` (or <xjob/xjob.hpp>)");
+}
+template <class Parallel, class Input, class F, class T, class... Rest>
+T run_reduce_chunks(map_chunks_missing, Parallel const&, Input const&, F const&, T init, Rest const&...) {
+  static_assert(sizeof...(Rest) == 0,
+                "xjob: parallel::reduce_chunks needs `#include <xjob/reduce_chunks.hpp>` (or <xjob/xjob.hpp>)");
+  return init;
 }
 struct parallel_access;
 
@@ -122,8 +129,7 @@ void run_remote_map(std::string_view payload, std::span<std::byte* const>, remot
   code_address where;
   std::vector<Item> items;
   decode_values(payload, "the inputs of a map call", where, items);
-  void const* address = where.module.empty() && where.offset == 0 ? nullptr : resolve_code(where);
-  auto&& f = callable_object<F>(address);
+  auto&& f = callable_object<F>(resolve_code_if_any(where));
   (void)indexed_results<Result>(
       items.size(), [&f, &items](std::size_t i) -> decltype(auto) { return std::invoke(f, std::as_const(items[i])); },
       [&loop](task_runner& runner, std::size_t n) { loop.run(runner, n); }, false);
@@ -148,6 +154,22 @@ void run_remote_delayed(std::string_view payload, std::span<std::byte* const>, r
         return std::apply(callable_object<F>(addresses[i]), std::as_const(arguments[i]));
       },
       [&loop](task_runner& runner, std::size_t n) { loop.run(runner, n); }, false);
+}
+
+// map_reduce's leaves in a warm worker: the same items, f and combine.
+template <class F, class Combine, class Item, class T>
+void run_remote_map_reduce(std::string_view payload, std::span<std::byte* const>, remote_loop& loop) {
+  code_address f_at;
+  code_address combine_at;
+  std::vector<Item> items;
+  decode_values(payload, "the inputs of a map_reduce call", f_at, combine_at, items);
+  auto&& f = callable_object<F>(resolve_code_if_any(f_at));
+  auto&& combine = callable_object<Combine>(resolve_code_if_any(combine_at));
+  auto const* first = items.data();
+  (void)reduce_leaves<T>(map_reduce_leaf_count(items.size()),
+                         map_reduce_leaf<T>(f, combine, [first](std::size_t i) -> Item const& { return first[i]; },
+                                            items.size()),
+                         combine, [&loop](task_runner& runner, std::size_t n, auto&&) { loop.run(runner, n); });
 }
 
 template <class F, class Item, class Result>
@@ -289,6 +311,54 @@ class parallel {
         std::move(state));
   }
 
+  // f(arg) for each arg of `args`, combined with `combine` into `init`, as
+  // std::transform_reduce(args, init, combine, f), without a vector of the
+  // values: they combine in a fixed tree as their tasks finish. The tree
+  // depends on the number of args alone (see detail/reduction.hpp), so the
+  // result is bitwise the same on every backend, n_jobs, batch size and
+  // run, floating-point sums included. combine(T, T) must be associative
+  // (up to rounding); T any type that travels (see transfer.hpp). Throws
+  // xjob::task_error if f or combine throws.
+  //   double s = par.map_reduce([](int i) { return 1.0 / (1.0 + i); }, std::views::iota(0, 1'000'000), 0.0,
+  //                             std::plus<>{});
+  template <class F, std::ranges::input_range Args, class T, class Combine>
+    requires std::invocable<F const&, std::ranges::range_reference_t<Args>> && std::invocable<Combine const&, T, T>
+  [[nodiscard]] T map_reduce(F const& f, Args&& args, T init, Combine const& combine) const {
+    using Item = std::remove_cvref_t<std::ranges::range_reference_t<Args>>;
+    if constexpr (!detail::result_allowed<T>) {
+      detail::require_transferable<T>();
+      return init;
+    } else if constexpr (std::ranges::random_access_range<Args> && std::ranges::sized_range<Args>) {
+      auto first = std::ranges::begin(args);
+      return run_map_reduce<Item>(f, args, static_cast<std::size_t>(std::ranges::size(args)),
+                                  [first](std::size_t i) -> decltype(auto) { return first[static_cast<std::ptrdiff_t>(i)]; },
+                                  std::move(init), combine);
+    } else {
+      auto values = detail::to_vector(std::forward<Args>(args));
+      auto const* first = values.data();
+      return run_map_reduce<Item>(f, values, values.size(),
+                                  [first](std::size_t i) -> decltype(auto) { return first[i]; }, std::move(init), combine);
+    }
+  }
+
+  // f(chunk) on each chunk of `input` cut along `how.axis` (f(chunk, info)
+  // if f takes an xjob::chunk_info const& too), the partial results combined
+  // into `init` as in map_reduce: bitwise the same on every backend and
+  // n_jobs. The chunks are those of map_chunks, except that the automatic
+  // size depends on the array alone, never on n_jobs; an explicit size (in
+  // `how` or parallel_options::chunk_size) shapes the tree too, so the same
+  // size gives the same bits. Throws xjob::invalid_argument for a bad axis
+  // or chunk size, xjob::task_error if f or combine throws.
+  // Needs #include <xjob/reduce_chunks.hpp> (or <xjob/xjob.hpp>).
+  //   double t = par.reduce_chunks(x, [](auto const& chunk) { return double(xt::sum(chunk)()); }, 0.0,
+  //                                std::plus<>{});
+  template <class Input, class F, class T, class Combine>
+    requires std::invocable<Combine const&, T, T>
+  [[nodiscard]] T reduce_chunks(Input const& input, F const& f, T init, Combine const& combine,
+                                chunking how = {}) const {
+    return run_reduce_chunks(detail::map_chunks_hook{}, *this, input, f, std::move(init), combine, how);
+  }
+
   // Calls f(in, out) on chunks of `input` cut along `how.axis`, `in` a
   // read-only chunk and `out` the matching chunk of a new zero-initialised
   // shared_array of input's shape and element type, which is returned. Row-
@@ -325,14 +395,18 @@ class parallel {
  private:
   // Runs `runner`'s `count` tasks on the backend; throws the first failure.
   // `remote`, if given, lets warm worker processes run the call (see
-  // task_runner.hpp).
-  void run(detail::task_runner& runner, std::size_t count, detail::remote_form const* remote = nullptr) const;
+  // task_runner.hpp); `on_batch_done` is told of each finished batch.
+  void run(detail::task_runner& runner, std::size_t count, detail::remote_form const* remote = nullptr,
+           std::function<void(batch_range)> on_batch_done = {}) const;
   [[nodiscard]] std::unique_ptr<batch_call> make_call(detail::task_runner& runner, std::size_t count,
                                                       std::function<void(batch_range)> on_batch_done,
                                                       detail::remote_form const* remote = nullptr) const;
   void execute(batch_call& call) const;
+  // The chunk extent along `axis`: how.size, else the options' chunk_size,
+  // else automatic for n_jobs workers (or `auto_workers`, if given).
   [[nodiscard]] std::size_t chunk_extent_for(std::span<std::size_t const> shape, std::size_t axis,
-                                             std::size_t element_bytes, chunking const& how) const;
+                                             std::size_t element_bytes, chunking const& how,
+                                             std::optional<int> auto_workers = std::nullopt) const;
   static void check_chunk_shapes(std::span<std::size_t const> input_shape,
                                  std::span<std::size_t const> output_shape, std::size_t axis);
 
@@ -351,6 +425,41 @@ class parallel {
       }
     }
     return run_indexed<R>(count, std::move(compute));
+  }
+
+  // map_reduce's leaves over `count` items (`item_at(i)` is item i of
+  // `items`); on warm workers where f, combine and the items allow.
+  template <class Item, class F, class Items, class ItemAt, class T, class Combine>
+  T run_map_reduce(F const& f, Items& items, std::size_t count, ItemAt item_at, T init, Combine const& combine) const {
+    std::optional<detail::remote_form> remote;
+    if constexpr (detail::map_runs_remote<F, Item, T> && detail::is_remote_callable_v<Combine>) {
+      if (reuses_workers() && count > 0) {
+        remote.emplace();
+        remote->entry = &detail::run_remote_map_reduce<F, Combine, Item, T>;
+        std::vector<Item> copies;
+        copies.reserve(count);
+        for (auto&& item : items) copies.push_back(item);
+        detail::encode_values(remote->payload, detail::function_address(f), detail::function_address(combine),
+                              copies);
+      }
+    }
+    return reduced(std::move(init), combine,
+                   detail::reduce_leaves<T>(detail::map_reduce_leaf_count(count),
+                                            detail::map_reduce_leaf<T>(f, combine, std::move(item_at), count), combine,
+                                            reduction_runner(remote ? &*remote : nullptr)));
+  }
+
+  // How a reduction's leaves run here (see detail::reduce_leaves).
+  [[nodiscard]] auto reduction_runner(detail::remote_form const* remote) const {
+    return [this, remote](detail::task_runner& runner, std::size_t count,
+                          std::function<void(batch_range)> take) { run(runner, count, remote, std::move(take)); };
+  }
+
+  // init combined with the tree's root, if there are leaves.
+  template <class T, class Combine>
+  static T reduced(T init, Combine const& combine, std::optional<T> root) {
+    if (!root) return init;
+    return static_cast<T>(std::invoke(combine, std::move(init), std::move(*root)));
   }
 
   // Runs `compute(i)` for each task; `remote`, if given, lets warm worker

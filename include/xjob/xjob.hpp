@@ -21,6 +21,7 @@
 #include <xjob/process_pool.hpp>
 #include <xjob/process_workers.hpp>
 #include <xjob/random_stream.hpp>
+#include <xjob/reduce_chunks.hpp>
 #include <xjob/results.hpp>
 #include <xjob/shared_array.hpp>
 #include <xjob/shared_array_view.hpp>

@@ -86,7 +86,15 @@ void batch_call::tune_batch_size(batch_cursor& cursor, batch_range batch, std::s
 void batch_call::record_done(batch_range done_range) noexcept {
   if (done_range.empty()) return;
   std::size_t const done = done_.fetch_add(done_range.size(), std::memory_order_acq_rel) + done_range.size();
-  if (settings_.on_batch_done) settings_.on_batch_done(done_range);
+  if (settings_.on_batch_done) {
+    try {
+      settings_.on_batch_done(done_range);
+    } catch (...) {
+      // Taking the batch's results in failed (a reduction's combine threw):
+      // it counts as a failure of the batch's first task.
+      fail(detail::describe_current_exception(done_range.begin));
+    }
+  }
   report_progress(done);
 }
 

@@ -58,19 +58,21 @@ void parallel::execute(batch_call& call) const {
   call.rethrow_if_failed();
 }
 
-void parallel::run(detail::task_runner& runner, std::size_t count, detail::remote_form const* remote) const {
-  std::unique_ptr<batch_call> call = make_call(runner, count, {}, remote);
+void parallel::run(detail::task_runner& runner, std::size_t count, detail::remote_form const* remote,
+                   std::function<void(batch_range)> on_batch_done) const {
+  std::unique_ptr<batch_call> call = make_call(runner, count, std::move(on_batch_done), remote);
   execute(*call);
 }
 
 std::size_t parallel::chunk_extent_for(std::span<std::size_t const> shape, std::size_t axis,
-                                       std::size_t element_bytes, chunking const& how) const {
+                                       std::size_t element_bytes, chunking const& how,
+                                       std::optional<int> auto_workers) const {
   if (how.size) {
     if (*how.size == 0) throw invalid_argument("chunk size must be at least 1, got 0");
     return *how.size;
   }
   if (options_.chunk_size) return *options_.chunk_size;
-  return auto_chunk_extent(shape, axis, element_bytes, *options_.n_jobs);
+  return auto_chunk_extent(shape, axis, element_bytes, auto_workers.value_or(*options_.n_jobs));
 }
 
 void parallel::check_chunk_shapes(std::span<std::size_t const> input_shape,

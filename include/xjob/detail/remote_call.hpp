@@ -42,6 +42,12 @@ struct code_address {
 // started).
 [[nodiscard]] void const* resolve_code(code_address const& where);
 
+// The code at `where`, or null where there is none (the function of a
+// stateless class travels as no address: see function_address).
+[[nodiscard]] inline void const* resolve_code_if_any(code_address const& where) {
+  return where.module.empty() && where.offset == 0 ? nullptr : resolve_code(where);
+}
+
 // Runs a call in the worker: decodes the arguments from `args`, calls the
 // function (`function` is its address for function pointers, unused for
 // captureless lambdas), and appends the encoded result to `result`.
@@ -273,9 +279,7 @@ template <call_result Result = call_result::returned, class F, class... Args>
 // found or the arguments are malformed.
 inline void run_remote(remote_call const& call, std::string& result) {
   auto const thunk = reinterpret_cast<call_thunk>(const_cast<void*>(resolve_code(call.thunk)));
-  void const* function = call.function.module.empty() && call.function.offset == 0 ? nullptr
-                                                                                   : resolve_code(call.function);
-  thunk(function, call.arguments, result);
+  thunk(resolve_code_if_any(call.function), call.arguments, result);
 }
 
 }  // namespace xjob::detail
