@@ -80,6 +80,11 @@ def row_sums(x, a, b):
     return np.asarray(x[a:b].sum(axis=1))
 
 
+def slice_sum(x, a, b):
+    """NumPy's sum of x[a:b]."""
+    return float(np.sum(x[a:b]))
+
+
 def sum_squares(a, b):
     """Sum of i*i for i in [a, b), in pure Python."""
     return sum(i * i for i in range(a, b))
@@ -506,8 +511,8 @@ class State:
         perf = time.perf_counter
 
         # Validate the workload before touching any pool.
-        known = ("map", "rowreduce", "sumsq", "md5", "tiny", "calls", "sleep",
-                 "npy")
+        known = ("map", "rowreduce", "sum", "sumsq", "md5", "tiny", "calls",
+                 "sleep", "npy")
         if workload not in known:
             raise BenchError("unknown workload %r (expected one of %s)"
                              % (workload, ", ".join(known)))
@@ -585,6 +590,23 @@ class State:
                 raise BenchError("row sum %d is %r, expected %r"
                                  % (bad, float(sums[bad]), float(ref[bad])))
             result = "%.17g" % float(np.sum(sums))
+
+        elif workload == "sum":
+            n = need("elements")
+            ck = need_chunk()
+            self._keep = (("x", directory, n),)
+            x = self.map_input(directory, n)
+            parallel = self.get_parallel(backend, n_jobs, batch_size)
+            t0 = perf()
+            parts = self.run_parallel(pkey, parallel, wkey, (
+                delayed(T.slice_sum)(x, a, min(a + ck, n))
+                for a in range(0, n, ck)))
+            total = sum(parts)
+            seconds = perf() - t0
+            if len(parts) != (n + ck - 1) // ck:
+                raise BenchError("sum: %d partial sums, expected %d"
+                                 % (len(parts), (n + ck - 1) // ck))
+            result = "%.17g" % total
 
         elif workload == "sumsq":
             n = need("count")

@@ -38,7 +38,7 @@ for key in ("cpu", "cpus", "memory_gib", "kernel", "compiler", "flags"):
 if data["preset"] != "quick":
     fail(f"preset is {data['preset']}")
 names = [w["name"] for w in data["workloads"]]
-want = ["map", "rowreduce", "sumsq", "md5", "tiny", "calls", "sleep", "npy"]
+want = ["map", "rowreduce", "sum", "sumsq", "md5", "tiny", "calls", "sleep", "npy"]
 if names != want:
     fail(f"workloads {names}, expected {want}")
 rows = data["rows"]
@@ -62,10 +62,14 @@ for w in want:
     for b in ("threads", "processes", "joblib loky", "joblib threading", "joblib multiprocessing"):
         if b not in backends and not (w == "calls" and b == "joblib multiprocessing"):
             fail(f"{w} has no {b} row")
-    if w not in ("npy", "calls"):
+    if w not in ("npy", "calls", "sum"):
         for m in ("fork", "forkserver", "spawn"):
             if f"pool ({m})" not in backends:
                 fail(f"{w} has no pool ({m}) row")
+sums = {r["backend"] for r in rows if r["workload"] == "sum"}
+for b in ("raw TBB", "raw TBB deterministic", "OpenMP reduction"):
+    if b not in sums:
+        fail(f"sum has no {b} row")
 tiny = [r for r in rows if r["workload"] == "tiny"]
 if {str(r["batch_size"]) for r in tiny if r["family"] == "xjob"} != {"auto", "1"}:
     fail("tiny tasks were not swept over batch sizes auto and 1")

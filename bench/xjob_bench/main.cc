@@ -138,6 +138,7 @@ workload_sizes quick_sizes() {
   q.map_elements = std::size_t(1) << 22;
   q.reduce_rows = std::size_t(1) << 12;
   q.reduce_cols = 512;
+  q.sum_elements = std::size_t(1) << 22;
   q.sumsq_count = 1L << 26;
   q.sumsq_tasks = 16;
   q.md5_chains = 8;
@@ -216,6 +217,7 @@ int main(int argc, char** argv) {
   sizes->add_option("--map-elements", z.map_elements, "map: float64 elements (default 2^27 = 1 GiB)")->check(CLI::PositiveNumber);
   sizes->add_option("--reduce-rows", z.reduce_rows, "rowreduce: rows (default 2^17)")->check(CLI::PositiveNumber);
   sizes->add_option("--reduce-cols", z.reduce_cols, "rowreduce: columns (default 1024: 1 GiB)")->check(CLI::PositiveNumber);
+  sizes->add_option("--sum-elements", z.sum_elements, "sum: float64 elements (default 2^27 = 1 GiB)")->check(CLI::PositiveNumber);
   sizes->add_option("--sumsq-count", z.sumsq_count, "sumsq: numbers squared and summed (default 2^31; joblib does a "
                                                     "64th: pure Python)")->check(CLI::PositiveNumber);
   sizes->add_option("--sumsq-tasks", z.sumsq_tasks, "sumsq: tasks the numbers are cut into (default 64)")->check(CLI::PositiveNumber);

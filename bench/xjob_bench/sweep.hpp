@@ -81,6 +81,7 @@ struct workload_sizes {
   std::size_t map_elements = std::size_t(1) << 27;  // 1 GiB of float64
   std::size_t reduce_rows = std::size_t(1) << 17;
   std::size_t reduce_cols = 1024;                   // 1 GiB
+  std::size_t sum_elements = std::size_t(1) << 27;  // 1 GiB of float64
   long sumsq_count = 1L << 31;
   long sumsq_tasks = 64;
   long md5_chains = 16;

@@ -5,12 +5,15 @@
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <chrono>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <limits>
+#include <map>
 #include <memory>
 #include <optional>
 #include <ranges>
@@ -25,6 +28,7 @@
 #include <nlohmann/json.hpp>
 #include <oneapi/tbb/blocked_range.h>
 #include <oneapi/tbb/parallel_for.h>
+#include <oneapi/tbb/parallel_reduce.h>
 #include <xtensor/xadapt.hpp>
 #include <xtensor/xmath.hpp>
 #include <xtensor/xtensor.hpp>
@@ -662,6 +666,124 @@ class reduce_workload : public workload {
   std::vector<double> ref_;
 };
 
+// ------------------------------------------------------------ whole sum
+
+// The sum of a large float64 array: xjob's reduce_chunks, bitwise the same
+// on every backend and n_jobs, against the raw reductions of oneTBB (the
+// usual one, and the deterministic one on chunks as large as xjob's) and
+// OpenMP, and NumPy's sum of each chunk through joblib. Every row sums a
+// chunk with the same kernel (row_sum), so the rows compare how the chunks
+// are shared out and combined.
+class sum_workload : public workload {
+ public:
+  explicit sum_workload(bench_context& c)
+      : c_(c), n_(c.settings().sizes.sum_elements), x_({n_}, xjob::uninitialized) {
+    name = "sum";
+    title = "sum of a float64 array";
+    unit = "GB/s";
+    unit_scale = 1e9;
+    memory_bound = true;
+    exact = false;
+    size_text = fmt::format("{} float64 ({:.3g} GiB)", n_, static_cast<double>(n_ * sizeof(double)) / double(1 << 30));
+    fill_input(x(), n_, c_.setup_arena());
+    reference = number_text(checksum(x(), n_));
+    define_variants();
+  }
+
+ private:
+  double* x() const { return x_.data(); }
+
+  // xjob's automatic chunk for a reduction, whatever n_jobs is.
+  std::size_t auto_chunk() const {
+    std::array<std::size_t, 1> const shape{n_};
+    return xjob::auto_chunk_extent(shape, 0, sizeof(double), xjob::detail::reduction_reference_workers);
+  }
+
+  void define_variants() {
+    double const bytes = static_cast<double>(n_ * sizeof(double));
+    add_xjob_variants(*this, c_, {.chunks = true}, [&](variant& v, auto par, auto chunk, auto) {
+      v.work = bytes;
+      std::size_t const size = chunk ? *chunk : auto_chunk();
+      std::size_t const tasks = (n_ + size - 1) / size;
+      std::string const who = fmt::format("xjob {} n_jobs={} chunk={}", v.backend, v.n_jobs, v.chunk);
+      v.run = [this, par, tasks, who, chunk_text = v.chunk] {
+        double total = 0;
+        double const seconds = timed([&] {
+          total = par->reduce_chunks(std::as_const(x_), [](auto const& c) { return row_sum(c.data(), c.size()); }, 0.0,
+                                     std::plus<>{});
+        });
+        // Every xjob row with the same chunk size must give the same bits.
+        auto [first, fresh] = xjob_sums_.try_emplace(chunk_text, total);
+        if (!fresh && std::bit_cast<std::uint64_t>(first->second) != std::bit_cast<std::uint64_t>(total))
+          throw std::runtime_error(fmt::format("{}: the sum is {}, another xjob row gave {}: not deterministic", who,
+                                               number_text(total), number_text(first->second)));
+        return run_result{seconds, number_text(total), tasks};
+      };
+    });
+    auto row = [this](double seconds, double total) { return run_result{seconds, number_text(total), 0}; };
+    add_baseline(*this, c_, "plain loop", false, bytes, [this, row](int) {
+      return std::function<run_result()>([this, row] {
+        double total = 0;
+        double const seconds = timed([&] { total = row_sum(x(), n_); });
+        return row(seconds, total);
+      });
+    });
+    add_baseline(*this, c_, "raw TBB", true, bytes, [this, row](int n) {
+      return std::function<run_result()>([this, row, n] {
+        double total = 0;
+        double const seconds = timed([&] {
+          c_.arena(n).execute([&] {
+            total = tbb::parallel_reduce(
+                tbb::blocked_range<std::size_t>(0, n_), 0.0,
+                [&](auto const& r, double s) { return s + row_sum(x() + r.begin(), r.size()); }, std::plus<>{});
+          });
+        });
+        return row(seconds, total);
+      });
+    });
+    // Reproducible too, but only for one grain: chunks of xjob's size.
+    add_baseline(*this, c_, "raw TBB deterministic", true, bytes, [this, row](int n) {
+      return std::function<run_result()>([this, row, n] {
+        double total = 0;
+        std::size_t const grain = auto_chunk();
+        double const seconds = timed([&] {
+          c_.arena(n).execute([&] {
+            total = tbb::parallel_deterministic_reduce(
+                tbb::blocked_range<std::size_t>(0, n_, grain), 0.0,
+                [&](auto const& r, double s) { return s + row_sum(x() + r.begin(), r.size()); }, std::plus<>{});
+          });
+        });
+        return row(seconds, total);
+      });
+    });
+    add_baseline(*this, c_, "OpenMP reduction", true, bytes, [this, row](int n) {
+      return std::function<run_result()>([this, row, n] {
+        double total = 0;
+        double const seconds = timed([&] { total = sum_omp(x(), n_, n); });
+        return row(seconds, total);
+      });
+    });
+    add_joblib_variants(*this, c_, {.chunks = true}, [&](int, auto chunk, auto) {
+      return joblib_request{.size = {{"elements", n_}}, .chunk = chunk ? *chunk : auto_chunk(), .work = bytes};
+    });
+  }
+
+  // `simd`: lets OpenMP reorder the sum into vector lanes, as row_sum's
+  // eight partial sums do.
+  static double sum_omp(double const* x, std::size_t n, int threads) {
+    auto const count = static_cast<std::ptrdiff_t>(n);
+    double s = 0;
+#pragma omp parallel for simd num_threads(threads) schedule(static) reduction(+ : s)
+    for (std::ptrdiff_t i = 0; i < count; ++i) s += x[i];
+    return s;
+  }
+
+  bench_context& c_;
+  std::size_t n_;
+  xjob::shared_array<double> x_;  // shared: warm workers map it as it is
+  std::map<std::string, double> xjob_sums_;
+};
+
 // ------------------------------------------------------ compute-bound tasks
 
 // Seed 4: the 128-bit sum of i*i for i < count, cut into `tasks` ranges.
@@ -1144,7 +1266,8 @@ class calls_workload : public workload {
 }  // namespace
 
 std::vector<std::string> const& workload_names() {
-  static std::vector<std::string> const names = {"map", "rowreduce", "sumsq", "md5", "tiny", "calls", "sleep", "npy"};
+  static std::vector<std::string> const names = {"map",   "rowreduce", "sum",   "sumsq", "md5",
+                                                 "tiny", "calls",     "sleep", "npy"};
   return names;
 }
 
@@ -1152,6 +1275,7 @@ std::unique_ptr<workload> make_workload(std::string const& name, bench_context& 
   if (name == "map") return std::make_unique<map_workload>(context, false);
   if (name == "npy") return std::make_unique<map_workload>(context, true);
   if (name == "rowreduce") return std::make_unique<reduce_workload>(context);
+  if (name == "sum") return std::make_unique<sum_workload>(context);
   if (name == "sumsq") return std::make_unique<sumsq_workload>(context);
   if (name == "md5") return std::make_unique<md5_workload>(context);
   if (name == "tiny") return std::make_unique<tiny_workload>(context);

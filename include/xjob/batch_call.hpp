@@ -61,6 +61,10 @@ class batch_call {
     // Told of each finished batch (after its results are in place), for
     // result generators. Called concurrently from workers.
     std::function<void(batch_range)> on_batch_done = {};
+    // Whether on_batch_done wants batches as soon as they finish (a result
+    // stream), or only by the call's end (a reduction, which then costs
+    // worker processes no wake-up of the caller per batch).
+    bool batch_done_is_urgent = true;
     // How a warm worker process runs this call, if it can (see
     // task_runner.hpp); not owned.
     detail::remote_form const* remote = nullptr;
@@ -122,7 +126,7 @@ class batch_call {
   // verbose output, a result stream), so finished batches should be
   // reported promptly rather than when convenient.
   [[nodiscard]] bool reports_progress() const noexcept {
-    return settings_.verbose > 0 || settings_.on_progress || settings_.on_batch_done;
+    return settings_.verbose > 0 || settings_.on_progress || (settings_.on_batch_done && settings_.batch_done_is_urgent);
   }
 
   // Keeps `failure` if it is the first, and stops the call.

@@ -400,7 +400,8 @@ class parallel {
            std::function<void(batch_range)> on_batch_done = {}) const;
   [[nodiscard]] std::unique_ptr<batch_call> make_call(detail::task_runner& runner, std::size_t count,
                                                       std::function<void(batch_range)> on_batch_done,
-                                                      detail::remote_form const* remote = nullptr) const;
+                                                      detail::remote_form const* remote = nullptr,
+                                                      bool batch_done_is_urgent = true) const;
   void execute(batch_call& call) const;
   // The chunk extent along `axis`: how.size, else the options' chunk_size,
   // else automatic for n_jobs workers (or `auto_workers`, if given).

@@ -33,7 +33,7 @@ parallel::parallel(parallel_options options)
 
 std::unique_ptr<batch_call> parallel::make_call(detail::task_runner& runner, std::size_t count,
                                                 std::function<void(batch_range)> on_batch_done,
-                                                detail::remote_form const* remote) const {
+                                                detail::remote_form const* remote, bool batch_done_is_urgent) const {
   batch_call::settings settings;
   settings.workers = *options_.n_jobs;
   settings.batch_size = options_.batch_size;
@@ -42,6 +42,7 @@ std::unique_ptr<batch_call> parallel::make_call(detail::task_runner& runner, std
   settings.verbose_name = fmt::format("parallel(n_jobs={})", *options_.n_jobs);
   settings.on_progress = options_.on_progress;
   settings.on_batch_done = std::move(on_batch_done);
+  settings.batch_done_is_urgent = batch_done_is_urgent;
   settings.remote = remote;
   return std::make_unique<batch_call>(runner, count, std::move(settings));
 }
@@ -60,7 +61,9 @@ void parallel::execute(batch_call& call) const {
 
 void parallel::run(detail::task_runner& runner, std::size_t count, detail::remote_form const* remote,
                    std::function<void(batch_range)> on_batch_done) const {
-  std::unique_ptr<batch_call> call = make_call(runner, count, std::move(on_batch_done), remote);
+  // Only a reduction passes on_batch_done here: it needs the batches by the
+  // call's end, not as they finish.
+  std::unique_ptr<batch_call> call = make_call(runner, count, std::move(on_batch_done), remote, false);
   execute(*call);
 }
 
