@@ -14,6 +14,7 @@
 #include <optional>
 #include <random>
 #include <ranges>
+#include <stop_token>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -26,6 +27,7 @@
 #include <xtensor/xtensor.hpp>
 
 #include "test_support.hpp"
+#include <xjob/cancellation.hpp>
 #include <xjob/cpu_count.hpp>
 #include <xjob/errors.hpp>
 #include <xjob/init.hpp>
@@ -452,6 +454,125 @@ TEST_CASE("reduce_chunks refuses a bad axis or chunk size, naming it") {
                                 xjob::invalid_argument, "reduce_chunks: axis 2 is out of range for an input of shape (4, 5)");
   XJOB_REQUIRE_THROWS_WITH_TEXT((void)par.reduce_chunks(x, sum, 0.0, std::plus<>{}, xjob::chunking{.size = 0}),
                                 xjob::invalid_argument, "chunk size must be at least 1, got 0");
+}
+
+// Cancellation: within 100 ms of the request (a bound the sanitizers, which
+// slow everything tenfold, get ten times of).
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr auto cancel_bound = std::chrono::milliseconds(1000);
+#else
+constexpr auto cancel_bound = std::chrono::milliseconds(100);
+#endif
+
+// Requests `source`'s stop after `delay`, on a thread of its own; when()
+// is the moment of the request.
+class stopper {
+ public:
+  stopper(std::stop_source source, std::chrono::milliseconds delay)
+      : thread_([this, source, delay]() mutable {
+          std::this_thread::sleep_for(delay);
+          requested_at_ = std::chrono::steady_clock::now();
+          source.request_stop();
+        }) {}
+  ~stopper() {
+    if (thread_.joinable()) thread_.join();
+  }
+  std::chrono::steady_clock::time_point when() {
+    thread_.join();
+    return requested_at_;
+  }
+
+ private:
+  std::chrono::steady_clock::time_point requested_at_;
+  std::thread thread_;
+};
+
+TEST_CASE("a requested stop ends the call with xjob::cancelled within 100 ms, whatever the batch size") {
+  auto const backend = GENERATE(from_range(backends_under_test()));
+  auto const batch = GENERATE(as<std::optional<std::size_t>>{}, std::nullopt, 1000);
+  CAPTURE(backend, batch.value_or(0));
+  std::stop_source source;
+  xjob::parallel par({.n_jobs = 2, .backend = backend, .batch_size = batch, .stop = source.get_token()});
+  auto const nap = [](int i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    return i;
+  };
+  stopper stop(source, std::chrono::milliseconds(150));
+  std::size_t done = 0;
+  try {
+    (void)par.map(nap, std::views::iota(0, 20'000));
+    FAIL("the call was not cancelled");
+  } catch (xjob::cancelled const& e) {
+    done = e.done();
+    REQUIRE(e.total() == 20'000);
+  }
+  auto const thrown_at = std::chrono::steady_clock::now();
+  CHECK(thrown_at - stop.when() < cancel_bound);
+  REQUIRE(done < 20'000);
+  // The object's token stays stopped: its next call is cancelled before any
+  // task; a new object with the same backend runs normally.
+  REQUIRE_THROWS_AS(par.map(nap, std::views::iota(0, 5)), xjob::cancelled);
+  REQUIRE(xjob::parallel({.n_jobs = 2, .backend = backend}).map(nap, std::views::iota(0, 5)).size() == 5);
+}
+
+TEST_CASE("no task starts after the stop was requested") {
+  auto const backend = GENERATE(from_range(backends_under_test()));
+  if (!runs_closures(backend)) return;
+  CAPTURE(backend);
+  // 0: tasks run; 1: tasks that began after request_stop() returned;
+  // 2: set once it has.
+  xjob::testing::shared_counters const counts(3);
+  std::stop_source source;
+  xjob::parallel par({.n_jobs = 2, .backend = backend, .batch_size = 50, .stop = source.get_token()});
+  std::thread stop([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    source.request_stop();
+    counts.add(2);
+  });
+  REQUIRE_THROWS_AS(par.map(
+                        [&counts](int) {
+                          if (counts[2] != 0) counts.add(1);
+                          counts.add(0);
+                          std::this_thread::sleep_for(std::chrono::milliseconds(1));
+                        },
+                        std::views::iota(0, 100'000)),
+                    xjob::cancelled);
+  stop.join();
+  REQUIRE(counts[0] > 0);
+  // A worker may have passed its check just before the request and been
+  // descheduled before its task began: at most one task per worker.
+  REQUIRE(counts[1] <= 2);
+}
+
+TEST_CASE("a long task gives up early when it sees stop_requested()") {
+  auto const backend = GENERATE(from_range(backends_under_test()));
+  CAPTURE(backend);
+  REQUIRE_FALSE(xjob::stop_requested());  // outside any task
+  std::stop_source source;
+  xjob::parallel par({.n_jobs = 2, .backend = backend, .stop = source.get_token()});
+  auto const patient = [](int i) {  // would run 20 s
+    for (int step = 0; step < 20'000; ++step) {
+      if (xjob::stop_requested()) return -1;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return i;
+  };
+  stopper stop(source, std::chrono::milliseconds(100));
+  REQUIRE_THROWS_AS(par.map(patient, std::views::iota(0, 4)), xjob::cancelled);
+  CHECK(std::chrono::steady_clock::now() - stop.when() < cancel_bound);
+}
+
+TEST_CASE("a stop requested before the call runs no task, also through parallel_config and in a reduction") {
+  auto const backend = GENERATE(from_range(backends_under_test()));
+  CAPTURE(backend);
+  std::stop_source source;
+  source.request_stop();
+  xjob::parallel_config scope({.stop = source.get_token()});
+  xjob::parallel par({.n_jobs = 2, .backend = backend});
+  XJOB_REQUIRE_THROWS_WITH_TEXT(par.map([](int i) { return i; }, std::views::iota(0, 100)), xjob::cancelled,
+                                "the call was cancelled (its stop token was requested) after 0 of 100 tasks");
+  REQUIRE_THROWS_AS(par.map_reduce([](int i) { return i; }, std::views::iota(0, 100), 0, std::plus<>{}),
+                    xjob::cancelled);
 }
 
 int main(int argc, char** argv) {

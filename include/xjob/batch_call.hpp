@@ -14,6 +14,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <stop_token>
 #include <string>
 
 #include <xjob/detail/fork_shared.hpp>
@@ -68,6 +69,9 @@ class batch_call {
     // How a warm worker process runs this call, if it can (see
     // task_runner.hpp); not owned.
     detail::remote_form const* remote = nullptr;
+    // Requesting it stops the call (see cancel()); rethrow_if_failed then
+    // throws xjob::cancelled.
+    std::stop_token stop = {};
   };
 
   // Where the next batch starts and whether the call stopped: all that
@@ -135,12 +139,16 @@ class batch_call {
   void cancel() noexcept;
   [[nodiscard]] bool stopped() const noexcept { return dispatch_->stop.load(std::memory_order_relaxed); }
   [[nodiscard]] bool failed() const noexcept;
-  // After the backend returned: throws xjob::task_error for the first failure.
+  // Whether the call stopped because its stop token was requested.
+  [[nodiscard]] bool cancelled() const noexcept { return cancelled_.load(std::memory_order_acquire); }
+  // After the backend returned: throws xjob::task_error for the first
+  // failure, else xjob::cancelled if the call was cancelled.
   void rethrow_if_failed() const;
   [[nodiscard]] std::size_t done_count() const noexcept { return done_.load(std::memory_order_relaxed); }
 
-  // Announces the call (verbose) and starts its clock; the front end calls
-  // it just before handing the call to a backend.
+  // Announces the call (verbose), starts its clock and begins to follow its
+  // stop token; the front end calls it just before handing the call to a
+  // backend.
   void start(std::string const& backend_name);
   // Reports the final progress line (verbose).
   void finish() noexcept;
@@ -157,6 +165,13 @@ class batch_call {
   std::atomic<bool> has_failure_{false};
   mutable std::mutex failure_mutex_;
   std::optional<detail::task_failure> failure_;
+  // Cancels the call when its stop token is requested.
+  struct canceller {
+    batch_call* call;
+    void operator()() const noexcept;
+  };
+  std::atomic<bool> cancelled_{false};
+  std::optional<std::stop_callback<canceller>> stop_callback_;
   std::mutex progress_mutex_;
   std::size_t next_report_ = 1;
   std::chrono::steady_clock::time_point start_time_{};

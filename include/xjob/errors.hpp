@@ -122,6 +122,22 @@ class timeout_error : public error {
   std::chrono::duration<double> limit_;
 };
 
+// A parallel call stopped because its parallel_options::stop was requested:
+// no task started after that, those running finished, and the results are
+// dropped. done() says how many tasks had finished.
+//   std::stop_source stop;
+//   try { par.map(f, items); } catch (xjob::cancelled const& e) { log(e.done(), "tasks ran"); }
+class cancelled : public error {
+ public:
+  cancelled(std::size_t done, std::size_t total);
+  [[nodiscard]] std::size_t done() const noexcept { return done_; }
+  [[nodiscard]] std::size_t total() const noexcept { return total_; }
+
+ private:
+  std::size_t done_;
+  std::size_t total_;
+};
+
 // A process_pool future was cancelled before its task started, so it has no
 // result (concurrent.futures' CancelledError).
 //   if (!f.cancelled()) use(f.get());

@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <functional>
 #include <optional>
+#include <stop_token>
 #include <string>
 
 #include <xjob/start_method.hpp>
@@ -90,6 +91,11 @@ struct parallel_options {
   // Warm workers idle this long exit (they start again on demand). Unset:
   // 300 s, as loky.
   std::optional<std::chrono::duration<double>> idle_timeout = std::nullopt;
+  // Stops the object's calls when requested: no new task starts, running
+  // ones finish, and the call throws xjob::cancelled within about 100 ms of
+  // the request on any backend (see cancellation.hpp). Unset (a token with
+  // no stop_source): the configured one, else calls run to the end.
+  std::stop_token stop = {};
 };
 
 }  // namespace xjob

@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <utility>
+
+#include <xjob/cancellation.hpp>
 
 #include <fmt/format.h>
 
@@ -12,7 +15,29 @@ namespace xjob {
 namespace {
 using clock_type = std::chrono::steady_clock;
 using seconds = std::chrono::duration<double>;
+
+// The stop flag of the call whose task this thread runs, for
+// stop_requested(); in a worker process the flag is in the call's shared
+// memory, so the caller's request reaches it.
+thread_local std::atomic<bool> const* running_call_stop = nullptr;
+
+// Sets running_call_stop for a batch (calls nest: a task may run a call).
+class running_call_scope {
+ public:
+  explicit running_call_scope(std::atomic<bool> const& stop) noexcept
+      : previous_(std::exchange(running_call_stop, &stop)) {}
+  ~running_call_scope() { running_call_stop = previous_; }
+  running_call_scope(running_call_scope const&) = delete;
+  running_call_scope& operator=(running_call_scope const&) = delete;
+
+ private:
+  std::atomic<bool> const* previous_;
+};
 }  // namespace
+
+bool stop_requested() noexcept {
+  return running_call_stop != nullptr && running_call_stop->load(std::memory_order_relaxed);
+}
 
 batch_call::batch_call(detail::task_runner& runner, std::size_t task_count, settings options)
     : runner_(runner), task_count_(task_count), settings_(std::move(options)) {
@@ -57,6 +82,7 @@ std::size_t batch_call::run_batch(batch_range batch) noexcept {
 }
 
 detail::batch_outcome batch_call::execute_batch(batch_range batch, std::atomic<std::size_t>* current_task) noexcept {
+  running_call_scope const scope(dispatch_->stop);
   detail::batch_outcome outcome = runner_.run(batch.begin, batch.end, dispatch_->stop, current_task);
   if (outcome.failure) cancel();
   return outcome;
@@ -124,10 +150,18 @@ void batch_call::rethrow_if_failed() const {
   std::lock_guard lock(failure_mutex_);
   if (failure_)
     throw task_error(failure_->task_index, failure_->type_name, failure_->message, failure_->original);
+  if (cancelled()) throw xjob::cancelled(done_count(), task_count_);
+}
+
+void batch_call::canceller::operator()() const noexcept {
+  call->cancelled_.store(true, std::memory_order_release);
+  call->cancel();
 }
 
 void batch_call::start(std::string const& backend_name) {
   start_time_ = clock_type::now();
+  // Runs the canceller at once if the stop was requested already.
+  if (settings_.stop.stop_possible()) stop_callback_.emplace(settings_.stop, canceller{this});
   if (settings_.verbose > 0)
     std::fprintf(stderr, "[%s]: Using backend %s with %d concurrent workers.\n", settings_.verbose_name.c_str(),
                  backend_name.c_str(), settings_.workers);

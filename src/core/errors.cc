@@ -60,6 +60,11 @@ timeout_error::timeout_error(std::string const& what, std::optional<std::size_t>
                              std::chrono::duration<double> limit)
     : error(what), task_index_(task_index), limit_(limit) {}
 
+cancelled::cancelled(std::size_t done, std::size_t total)
+    : error(fmt::format("the call was cancelled (its stop token was requested) after {} of {} tasks", done, total)),
+      done_(done),
+      total_(total) {}
+
 namespace detail {
 
 namespace {

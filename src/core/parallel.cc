@@ -44,13 +44,15 @@ std::unique_ptr<batch_call> parallel::make_call(detail::task_runner& runner, std
   settings.on_batch_done = std::move(on_batch_done);
   settings.batch_done_is_urgent = batch_done_is_urgent;
   settings.remote = remote;
+  settings.stop = options_.stop;
   return std::make_unique<batch_call>(runner, count, std::move(settings));
 }
 
 void parallel::execute(batch_call& call) const {
   call.start(options_.backend);
   try {
-    if (call.task_count() > 0) backend_->run(call);
+    // A call whose stop was requested before it began starts no worker.
+    if (call.task_count() > 0 && !call.cancelled()) backend_->run(call);
   } catch (...) {
     call.finish();  // the backend's own failure (a crashed worker, a timeout)
     throw;

@@ -84,6 +84,7 @@ parallel_options resolve_options(parallel_options const& given) {
     if (!resolved.start_method) resolved.start_method = d.start_method;
     if (!resolved.reuse_workers) resolved.reuse_workers = d.reuse_workers;
     if (!resolved.idle_timeout) resolved.idle_timeout = d.idle_timeout;
+    if (!resolved.stop.stop_possible()) resolved.stop = d.stop;
   }
   if (std::optional<streaming_stores> forced = streaming_from_environment()) resolved.streaming = forced;
   if (!resolved.streaming) resolved.streaming = streaming_stores::automatic;
