@@ -11,6 +11,7 @@
 #include <functional>
 #include <chrono>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <random>
 #include <ranges>
@@ -573,6 +574,45 @@ TEST_CASE("a stop requested before the call runs no task, also through parallel_
                                 "the call was cancelled (its stop token was requested) after 0 of 100 tasks");
   REQUIRE_THROWS_AS(par.map_reduce([](int i) { return i; }, std::views::iota(0, 100), 0, std::plus<>{}),
                     xjob::cancelled);
+}
+
+// Progress is reported task by task at least every 50 ms when someone
+// follows it, so one batch of all the tasks (a fixed batch size larger than
+// the call) does not hold it back until the end.
+TEST_CASE("on_progress hears of finished tasks within 100 ms, however large the batch") {
+  auto const backend = GENERATE(from_range(backends_under_test()));
+  CAPTURE(backend);
+  std::vector<std::pair<std::chrono::steady_clock::time_point, std::size_t>> seen;
+  std::mutex seen_mutex;
+  xjob::parallel par({.n_jobs = 2,
+                      .backend = backend,
+                      .batch_size = 100'000,
+                      .on_progress = [&](xjob::progress const& p) {
+                        std::lock_guard lock(seen_mutex);
+                        seen.emplace_back(std::chrono::steady_clock::now(), p.done);
+                      }});
+  auto const nap = [](int i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    return i;
+  };
+  (void)par.map(nap, std::views::iota(0, 150));  // one batch: about 300 ms on one worker
+  auto const ended = std::chrono::steady_clock::now();
+  {
+    std::lock_guard lock(seen_mutex);
+    REQUIRE(seen.size() >= 3);
+    REQUIRE(seen.back().second == 150);
+    for (std::size_t k = 1; k < seen.size(); ++k) {
+      CAPTURE(k, seen[k].second);
+      REQUIRE(seen[k].second > seen[k - 1].second);
+      CHECK(seen[k].first - seen[k - 1].first < cancel_bound);
+    }
+    CHECK(ended - seen.back().first < cancel_bound);
+  }
+  // A reduction reported in parts still gives the sequential bits.
+  double const expected = xjob::parallel(1).map_reduce([](int i) { return 1.0 / (i + 1.0); },
+                                                       std::views::iota(0, 5000), 0.0, std::plus<>{});
+  REQUIRE(par.map_reduce([](int i) { return 1.0 / (i + 1.0); }, std::views::iota(0, 5000), 0.0, std::plus<>{}) ==
+          expected);
 }
 
 int main(int argc, char** argv) {

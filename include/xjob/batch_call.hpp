@@ -84,6 +84,10 @@ class batch_call {
   static_assert(std::atomic<std::size_t>::is_always_lock_free && std::atomic<bool>::is_always_lock_free,
                 "atomics shared between processes must be lock-free");
 
+  // When someone follows the call (reports_progress()), a batch's finished
+  // tasks are reported at least this often, however large the batch.
+  static constexpr std::chrono::milliseconds progress_interval{50};
+
   batch_call(detail::task_runner& runner, std::size_t task_count, settings options);
   batch_call(batch_call const&) = delete;
   batch_call& operator=(batch_call const&) = delete;

@@ -56,8 +56,9 @@ struct parallel_options {
   // joblib's verbose: 0 silent; 1-9 progress lines on stderr at growing
   // intervals; 10 and more a line per finished batch.
   int verbose = 0;
-  // Called after each finished batch with the progress so far; calls never
-  // overlap, but come from worker threads.
+  // Called with the progress so far after each finished batch, and at least
+  // every 50 ms within a long one; calls never overlap, but come from worker
+  // threads.
   std::function<void(progress const&)> on_progress = {};
   // What automatic batching aims for: long enough to hide the cost of taking
   // a batch, short enough to balance the load.

@@ -126,10 +126,30 @@ void batch_call::record_done(batch_range done_range) noexcept {
 
 void batch_call::work(int worker) noexcept {
   batch_cursor cursor{worker, 1, {}};
+  bool const in_parts = reports_progress();
   for (;;) {
     batch_range const batch = next_batch(cursor);
     if (batch.empty()) return;
-    finish_batch(cursor, batch, run_batch(batch));
+    if (!in_parts || batch.size() == 1) {
+      finish_batch(cursor, batch, run_batch(batch));
+      continue;
+    }
+    // Task by task, reporting what finished at least every
+    // progress_interval, so that a large batch does not hold it back.
+    std::size_t reported = batch.begin;
+    std::size_t completed_end = batch.begin;
+    auto reported_at = clock_type::now();
+    for (std::size_t task = batch.begin; task < batch.end; ++task) {
+      completed_end = run_batch({task, task + 1});
+      if (completed_end != task + 1) break;  // failed or stopped
+      if (clock_type::now() - reported_at >= progress_interval) {
+        record_done({reported, completed_end});
+        reported = completed_end;
+        reported_at = clock_type::now();
+      }
+    }
+    tune_batch_size(cursor, batch, completed_end);
+    record_done({reported, completed_end});
   }
 }
 

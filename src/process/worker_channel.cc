@@ -1,6 +1,7 @@
 #include "worker_channel.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <ctime>
 
@@ -113,19 +114,24 @@ void run_batches(batch_call& call, record_sender& sender, worker_slot& slot, int
   std::string bytes;
   batch_cursor cursor{worker, 1, {}};
   // Runs [begin, end) and sends what completed; false if a task failed.
-  auto run_part = [&](std::size_t begin, std::size_t end) {
+  // Sends the results of [begin, end), which are then no longer held.
+  auto send_part = [&](std::size_t begin, std::size_t end) {
+    if (end > begin) {
+      bytes.clear();
+      call.runner().save_results(begin, end, bytes);
+      sender.send(record_kind::results, begin, end, bytes);
+    }
+    slot.held_begin.store(end, std::memory_order_relaxed);
+  };
+  // Runs [begin, end) and sends what completed since `unsent` (begin if
+  // unset) when `send` says so, or a failure; returns the outcome.
+  auto run_part = [&](std::size_t begin, std::size_t end, std::size_t unsent, bool send) {
     slot.in_task.store(1, std::memory_order_relaxed);
     batch_outcome outcome = call.execute_batch({begin, end}, &slot.current_task);
     slot.in_task.store(0, std::memory_order_relaxed);
-    if (outcome.completed_end > begin) {
-      bytes.clear();
-      call.runner().save_results(begin, outcome.completed_end, bytes);
-      sender.send(record_kind::results, begin, outcome.completed_end, bytes);
-    }
+    if (send || outcome.failure) send_part(unsent, outcome.completed_end);
     if (outcome.failure)
       sender.send_failure(outcome.failure->task_index, outcome.failure->type_name, outcome.failure->message);
-    // What was sent is no longer held.
-    slot.held_begin.store(outcome.completed_end, std::memory_order_relaxed);
     return outcome;
   };
   auto run_batch = [&](batch_range batch, bool tune) {
@@ -133,15 +139,26 @@ void run_batches(batch_call& call, record_sender& sender, worker_slot& slot, int
     slot.held_end.store(batch.end, std::memory_order_relaxed);
     std::size_t completed_end = batch.begin;
     bool failed = false;
-    if (per_task) {
+    if (per_task || (sender.prompt() && batch.size() > 1)) {
+      // Task by task: sent after each (per_task), or at least every
+      // progress_interval, so that progress is not held until the batch ends.
+      std::size_t unsent = batch.begin;
+      auto sent_at = std::chrono::steady_clock::now();
       for (std::size_t task = batch.begin; task < batch.end && !failed; ++task) {
-        batch_outcome const outcome = run_part(task, task + 1);
+        bool const send = per_task || task + 1 == batch.end ||
+                          std::chrono::steady_clock::now() - sent_at >= batch_call::progress_interval;
+        batch_outcome const outcome = run_part(task, task + 1, unsent, send);
         completed_end = outcome.completed_end;
         failed = outcome.failure.has_value();
+        if (send || failed) {
+          unsent = completed_end;
+          sent_at = std::chrono::steady_clock::now();
+        }
         if (completed_end == task) break;  // stopped
       }
+      if (!failed) send_part(unsent, completed_end);
     } else {
-      batch_outcome const outcome = run_part(batch.begin, batch.end);
+      batch_outcome const outcome = run_part(batch.begin, batch.end, batch.begin, true);
       completed_end = outcome.completed_end;
       failed = outcome.failure.has_value();
     }

@@ -57,6 +57,8 @@ class record_sender {
   // `wake_fd`: the caller's eventfd, as this process has it.
   record_sender(call_header& header, worker_slot& slot, std::byte* ring, bool prompt, int wake_fd) noexcept
       : header_(header), slot_(slot), ring_(ring), prompt_(prompt), wake_fd_(wake_fd) {}
+  // Whether someone follows the call (see batch_call::reports_progress).
+  [[nodiscard]] bool prompt() const noexcept { return prompt_; }
 
   // Blocks while the ring is full.
   void send(record_kind kind, std::size_t begin, std::size_t end, std::string_view payload) noexcept;
@@ -107,7 +109,9 @@ class record_receiver {
 // the call until none is left or the call stopped. Results go back through
 // `sender`; `slot` says what the worker holds and runs. With `per_task`,
 // results are sent after each task, so that a worker dying loses only the
-// task it was running (retries re-run just that one). Never throws: a
+// task it was running (retries re-run just that one). When someone follows
+// the call (sender.prompt()), a batch's finished tasks are sent at least
+// every batch_call::progress_interval, however large the batch. Never throws: a
 // result that cannot be encoded is sent as a failure.
 void run_batches(batch_call& call, record_sender& sender, worker_slot& slot, int worker, batch_range retry,
                  bool per_task) noexcept;

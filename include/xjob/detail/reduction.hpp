@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -101,8 +102,8 @@ class reduction_loop final : public task_runner {
 
   // A batch's subtree roots travel as: their count, levels and indices,
   // then the values.
-  void save_results(std::size_t begin, std::size_t, std::string& bytes) const override {
-    std::vector<node> roots = release(begin);
+  void save_results(std::size_t begin, std::size_t end, std::string& bytes) const override {
+    std::vector<node> roots = release(begin, end);
     std::uint64_t const count = roots.size();
     bytes.append(reinterpret_cast<char const*>(&count), sizeof count);
     for (node const& n : roots) {
@@ -143,10 +144,10 @@ class reduction_loop final : public task_runner {
     return {};
   }
 
-  // Puts the subtree roots of the batch that began at `done.begin` into the
-  // tree, combining each with its sibling if that is there.
+  // Puts the subtree roots of the batches run in `done` into the tree,
+  // combining each with its sibling if that is there.
   void take_batch(batch_range done) {
-    for (node& n : release(done.begin)) insert(std::move(n));
+    for (node& n : release(done.begin, done.end)) insert(std::move(n));
   }
 
   [[nodiscard]] std::size_t leaf_count() const noexcept { return shape_.nodes_at(0); }
@@ -211,12 +212,17 @@ class reduction_loop final : public task_runner {
     batches_.insert_or_assign(begin, std::move(roots));
   }
 
-  std::vector<node> release(std::size_t begin) const {
+  // The roots of the batches run within [begin, end), in order (a part of
+  // a batch may be run, or reported, as several).
+  std::vector<node> release(std::size_t begin, std::size_t end) const {
     std::lock_guard lock(mutex_);
-    auto found = batches_.find(begin);
-    if (found == batches_.end()) return {};
-    std::vector<node> roots = std::move(found->second);
-    batches_.erase(found);
+    auto first = batches_.lower_bound(begin);
+    auto last = batches_.lower_bound(end);
+    if (first == last) return {};
+    std::vector<node> roots = std::move(first->second);
+    for (auto it = std::next(first); it != last; ++it)
+      std::move(it->second.begin(), it->second.end(), std::back_inserter(roots));
+    batches_.erase(first, last);
     return roots;
   }
 
