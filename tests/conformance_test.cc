@@ -9,6 +9,7 @@
 #include <bit>
 #include <cstdint>
 #include <functional>
+#include <future>
 #include <chrono>
 #include <memory>
 #include <mutex>
@@ -613,6 +614,71 @@ TEST_CASE("on_progress hears of finished tasks within 100 ms, however large the 
                                                        std::views::iota(0, 5000), 0.0, std::plus<>{});
   REQUIRE(par.map_reduce([](int i) { return 1.0 / (i + 1.0); }, std::views::iota(0, 5000), 0.0, std::plus<>{}) ==
           expected);
+}
+
+TEST_CASE("map_async and async return at once with a future of the call's result") {
+  auto const backend = GENERATE(from_range(backends_under_test()));
+  CAPTURE(backend);
+  xjob::parallel par({.n_jobs = 2, .backend = backend});
+  auto const slow_square = [](int i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    return i * i;
+  };
+  auto const started = std::chrono::steady_clock::now();
+  auto pending = par.map_async(slow_square, std::views::iota(0, 60));  // about 150 ms of work
+  CHECK(std::chrono::steady_clock::now() - started < std::chrono::milliseconds(100));
+  REQUIRE(pending.valid());
+  REQUIRE_FALSE(pending.done());
+  REQUIRE(pending.wait_for(std::chrono::milliseconds(1)) == std::future_status::timeout);
+  std::vector<int> const squares = pending.get();
+  REQUIRE(squares.size() == 60);
+  REQUIRE(squares[59] == 59 * 59);
+  REQUIRE_FALSE(pending.valid());
+
+  auto calls = std::views::iota(0, 20) | std::views::transform([](int i) { return xjob::delayed(+[](int v) { return v + 1; })(i); });
+  auto delayed_pending = par.async(calls);
+  delayed_pending.wait();
+  REQUIRE(delayed_pending.done());
+  REQUIRE(delayed_pending.get()[19] == 20);
+
+  // What a task throws comes out of get().
+  auto failing = par.map_async([](int i) { return i == 7 ? throw std::out_of_range("seven") : i; }, std::views::iota(0, 50));
+  try {
+    (void)failing.get();
+    FAIL("no exception");
+  } catch (xjob::task_error const& e) {
+    REQUIRE(e.task_index() == 7);
+    REQUIRE(e.message() == "seven");
+  }
+}
+
+TEST_CASE("a future's cancel() stops its call, and destroying a running future cancels it and waits") {
+  auto const backend = GENERATE(from_range(backends_under_test()));
+  CAPTURE(backend);
+  xjob::parallel par({.n_jobs = 2, .backend = backend});
+  auto const nap = [](int i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    return i;
+  };
+  auto pending = par.map_async(nap, std::views::iota(0, 20'000));  // 20 s if it ran to the end
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  auto const cancelled_at = std::chrono::steady_clock::now();
+  pending.cancel();
+  REQUIRE_THROWS_AS(pending.get(), xjob::cancelled);
+  CHECK(std::chrono::steady_clock::now() - cancelled_at < cancel_bound);
+  {
+    auto dropped = par.map_async(nap, std::views::iota(0, 20'000));
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }  // cancels and waits here, within the bound, not 20 s
+  // The parallel object, whose own token was never requested, goes on.
+  REQUIRE(par.map_async(nap, std::views::iota(0, 10)).get().size() == 10);
+  // Its own token stops its futures' calls too.
+  std::stop_source source;
+  xjob::parallel stoppable({.n_jobs = 2, .backend = backend, .stop = source.get_token()});
+  auto linked = stoppable.map_async(nap, std::views::iota(0, 20'000));
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  source.request_stop();
+  REQUIRE_THROWS_AS(linked.get(), xjob::cancelled);
 }
 
 int main(int argc, char** argv) {

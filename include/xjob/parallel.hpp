@@ -22,6 +22,7 @@
 
 #include <xjob/backend.hpp>
 #include <xjob/batch_call.hpp>
+#include <xjob/call_future.hpp>
 #include <xjob/chunking.hpp>
 #include <xjob/delayed.hpp>
 #include <xjob/detail/reduction.hpp>
@@ -309,6 +310,38 @@ class parallel {
         own->values.size(),
         [own](std::size_t i) -> decltype(auto) { return std::invoke(std::as_const(own->function), own->values[i]); },
         std::move(state));
+  }
+
+  // Starts map(f, args) and returns at once: a call_future of its result
+  // (see call_future.hpp), whose cancel() stops the call. f and the
+  // arguments are copied into the call; the call runs on a thread of its
+  // own, so the caller is free meanwhile.
+  //   auto pending = par.map_async([](int i) { return i * i; }, std::views::iota(0, 1000));
+  //   std::vector<int> squares = pending.get();
+  template <class F, std::ranges::input_range Args>
+    requires std::invocable<F const&, std::ranges::range_reference_t<Args>>
+  [[nodiscard]] auto map_async(F f, Args&& args) const {
+    auto values = detail::to_vector(std::forward<Args>(args));
+    using R = decltype(map(f, values));
+    return call_future<R>::start(options_.stop, [self = *this, f = std::move(f), values = std::move(values)](
+                                                    std::stop_token stop) mutable {
+      self.options_.stop = std::move(stop);
+      return self.map(std::as_const(f), values);
+    });
+  }
+
+  // Starts par(calls) and returns at once, as map_async.
+  //   auto pending = par.async(jobs | std::views::transform([](int j) { return xjob::delayed(task)(j); }));
+  template <std::ranges::input_range Calls>
+    requires is_delayed_call_v<std::remove_cvref_t<std::ranges::range_reference_t<Calls>>>
+  [[nodiscard]] auto async(Calls&& calls) const {
+    auto tasks = detail::to_vector(std::forward<Calls>(calls));
+    using R = decltype((*this)(tasks));
+    return call_future<R>::start(options_.stop,
+                                 [self = *this, tasks = std::move(tasks)](std::stop_token stop) mutable {
+                                   self.options_.stop = std::move(stop);
+                                   return self(tasks);
+                                 });
   }
 
   // f(arg) for each arg of `args`, combined with `combine` into `init`, as

@@ -7,6 +7,7 @@
 
 #include <xjob/backend.hpp>
 #include <xjob/batch_call.hpp>
+#include <xjob/call_future.hpp>
 #include <xjob/cancellation.hpp>
 #include <xjob/chunking.hpp>
 #include <xjob/cpu_count.hpp>
