@@ -66,6 +66,12 @@ struct handle {
   std::mutex guard;
 };
 
+// Movable, but neither trivially copyable nor serialisable.
+struct local_sum {
+  long value = 0;
+  std::unique_ptr<int> note;
+};
+
 using u128 = unsigned __int128;
 using i128 = __int128;
 
@@ -94,6 +100,8 @@ std::vector<Slot> round_trip(std::vector<Slot> const& from, std::size_t begin, s
 
 template <>
 inline constexpr bool xjob::in_process_only<handle> = true;
+template <>
+inline constexpr bool xjob::in_process_only<local_sum> = true;
 
 TEST_CASE("transferable: what can come back from a worker process") {
   STATIC_REQUIRE(xjob::transferable<int>);
@@ -162,6 +170,16 @@ TEST_CASE("a result declared in_process_only is refused when it would have to tr
   REQUIRE_THAT(codec.stays_in_process(), Catch::Contains("declared xjob::in_process_only"));
   std::string bytes;
   REQUIRE_THROWS_AS(codec.save(0, 1, bytes), xjob::error);
+}
+
+TEST_CASE("a reduction of an in_process_only type runs in the caller's process and is refused by worker processes") {
+  auto const one = [](int i) { return local_sum{i, nullptr}; };
+  auto const add = [](local_sum a, local_sum b) { return local_sum{a.value + b.value, nullptr}; };
+  REQUIRE(xjob::parallel({.n_jobs = 2, .backend = "threads"}).map_reduce(one, std::views::iota(0, 100), local_sum{}, add).value ==
+          4950);
+  XJOB_REQUIRE_THROWS_WITH_TEXT(
+      (void)xjob::parallel({.n_jobs = 2, .backend = "processes"}).map_reduce(one, std::views::iota(0, 100), local_sum{}, add),
+      xjob::error, "declared xjob::in_process_only");
 }
 
 TEST_CASE("128-bit integers come back from worker processes exactly") {

@@ -103,7 +103,48 @@ class reduction_loop final : public task_runner {
   // A batch's subtree roots travel as: their count, levels and indices,
   // then the values.
   void save_results(std::size_t begin, std::size_t end, std::string& bytes) const override {
-    std::vector<node> roots = release(begin, end);
+    if constexpr (in_process_only<T>) {
+      throw error(results_stay_in_process());
+    } else {
+      save_roots(release(begin, end), bytes);
+    }
+  }
+
+  void load_results(std::size_t begin, std::size_t end, std::string_view bytes) override {
+    if constexpr (in_process_only<T>) {
+      throw error(results_stay_in_process());
+    } else {
+      keep(begin, load_roots(begin, end, bytes));
+    }
+  }
+
+  [[nodiscard]] std::string results_stay_in_process() const override {
+    if constexpr (in_process_only<T>)
+      return "partial results of a reduction whose type is declared xjob::in_process_only cannot come back from a "
+             "worker process; use a backend that runs tasks in the caller's process";
+    return {};
+  }
+
+  // Puts the subtree roots of the batches run in `done` into the tree,
+  // combining each with its sibling if that is there.
+  void take_batch(batch_range done) {
+    for (node& n : release(done.begin, done.end)) insert(std::move(n));
+  }
+
+  // The tree's root, once every leaf was taken; nothing for no leaves.
+  [[nodiscard]] std::optional<T> root() {
+    std::lock_guard lock(mutex_);
+    return std::move(root_);
+  }
+
+ private:
+  struct node {
+    std::uint32_t level = 0;
+    std::uint64_t index = 0;
+    T value;
+  };
+
+  static void save_roots(std::vector<node> const& roots, std::string& bytes) {
     std::uint64_t const count = roots.size();
     bytes.append(reinterpret_cast<char const*>(&count), sizeof count);
     for (node const& n : roots) {
@@ -113,7 +154,7 @@ class reduction_loop final : public task_runner {
     encode_sequence<T>(bytes, roots | std::views::transform(&node::value));
   }
 
-  void load_results(std::size_t begin, std::size_t end, std::string_view bytes) override {
+  std::vector<node> load_roots(std::size_t begin, std::size_t end, std::string_view bytes) const {
     auto malformed = [&] {
       return error(fmt::format("the partial results of tasks {} to {} came back from their worker malformed ({} bytes)",
                                begin, end - 1, bytes.size()));
@@ -134,36 +175,8 @@ class reduction_loop final : public task_runner {
       if (n.level > shape_.top() || n.index >= shape_.nodes_at(n.level)) throw malformed();
       roots.push_back(std::move(n));
     }
-    keep(begin, std::move(roots));
+    return roots;
   }
-
-  [[nodiscard]] std::string results_stay_in_process() const override {
-    if constexpr (in_process_only<T>)
-      return "partial results of a reduction whose type is declared xjob::in_process_only cannot come back from a "
-             "worker process; use a backend that runs tasks in the caller's process";
-    return {};
-  }
-
-  // Puts the subtree roots of the batches run in `done` into the tree,
-  // combining each with its sibling if that is there.
-  void take_batch(batch_range done) {
-    for (node& n : release(done.begin, done.end)) insert(std::move(n));
-  }
-
-  [[nodiscard]] std::size_t leaf_count() const noexcept { return shape_.nodes_at(0); }
-
-  // The tree's root, once every leaf was taken; nothing for no leaves.
-  [[nodiscard]] std::optional<T> root() {
-    std::lock_guard lock(mutex_);
-    return std::move(root_);
-  }
-
- private:
-  struct node {
-    std::uint32_t level = 0;
-    std::uint64_t index = 0;
-    T value;
-  };
 
   T combine(T&& left, T&& right) const { return static_cast<T>(std::invoke(combine_, std::move(left), std::move(right))); }
 
