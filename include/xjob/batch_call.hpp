@@ -129,7 +129,7 @@ class batch_call {
   void share_dispatch_state(dispatch_state& shared) noexcept;
   // In a worker process: takes batches from a state another process shared
   // (as is, not reset).
-  void attach_dispatch_state(dispatch_state& shared) noexcept { dispatch_ = &shared; }
+  void attach_dispatch_state(dispatch_state& shared) noexcept { dispatch_.store(&shared, std::memory_order_release); }
   // Whether someone follows the call as it runs (a progress callback,
   // verbose output, a result stream), so finished batches should be
   // reported promptly rather than when convenient.
@@ -141,7 +141,7 @@ class batch_call {
   void fail(detail::task_failure failure) noexcept;
   // Stops handing out batches; running tasks finish, the rest never start.
   void cancel() noexcept;
-  [[nodiscard]] bool stopped() const noexcept { return dispatch_->stop.load(std::memory_order_relaxed); }
+  [[nodiscard]] bool stopped() const noexcept { return dispatch().stop.load(std::memory_order_relaxed); }
   [[nodiscard]] bool failed() const noexcept;
   // Whether the call stopped because its stop token was requested.
   [[nodiscard]] bool cancelled() const noexcept { return cancelled_.load(std::memory_order_acquire); }
@@ -163,8 +163,12 @@ class batch_call {
   detail::task_runner& runner_;
   std::size_t task_count_;
   settings settings_;
+  [[nodiscard]] dispatch_state& dispatch() const noexcept { return *dispatch_.load(std::memory_order_acquire); }
+
   detail::fork_shared<dispatch_state> own_dispatch_;
-  dispatch_state* dispatch_ = &*own_dispatch_;
+  // Atomic: a stop token's request may cancel the call from another thread
+  // while the backend moves the state (share_dispatch_state).
+  std::atomic<dispatch_state*> dispatch_{&*own_dispatch_};
   alignas(64) std::atomic<std::size_t> done_{0};
   std::atomic<bool> has_failure_{false};
   mutable std::mutex failure_mutex_;

@@ -47,15 +47,18 @@ batch_call::batch_call(detail::task_runner& runner, std::size_t task_count, sett
 batch_call::~batch_call() = default;
 
 void batch_call::share_dispatch_state(dispatch_state& shared) noexcept {
-  shared.next.store(dispatch_->next.load(std::memory_order_relaxed), std::memory_order_relaxed);
-  shared.stop.store(dispatch_->stop.load(std::memory_order_relaxed), std::memory_order_relaxed);
-  dispatch_ = &shared;
+  dispatch_state& own = dispatch();
+  shared.next.store(own.next.load(std::memory_order_relaxed), std::memory_order_relaxed);
+  shared.stop.store(own.stop.load(std::memory_order_relaxed), std::memory_order_relaxed);
+  dispatch_.store(&shared, std::memory_order_seq_cst);
+  // A cancel() that landed on the old state meanwhile (see cancel()).
+  if (own.stop.load(std::memory_order_seq_cst)) shared.stop.store(true, std::memory_order_relaxed);
 }
 
 batch_range batch_call::next_batch(batch_cursor& cursor) noexcept {
   if (stopped()) return {};
   if (settings_.batch_size) {
-    std::size_t const begin = dispatch_->next.fetch_add(*settings_.batch_size, std::memory_order_relaxed);
+    std::size_t const begin = dispatch().next.fetch_add(*settings_.batch_size, std::memory_order_relaxed);
     if (begin >= task_count_) return {};
     return {begin, std::min(begin + *settings_.batch_size, task_count_)};
   }
@@ -63,7 +66,7 @@ batch_range batch_call::next_batch(batch_cursor& cursor) noexcept {
   // left, so the last batches are small and workers finish together. The
   // cap is computed from the exact start (compare-exchange), not a stale one.
   std::size_t const workers = static_cast<std::size_t>(settings_.workers);
-  std::atomic<std::size_t>& next = dispatch_->next;
+  std::atomic<std::size_t>& next = dispatch().next;
   std::size_t begin = next.load(std::memory_order_relaxed);
   std::size_t size = 0;
   do {
@@ -82,8 +85,9 @@ std::size_t batch_call::run_batch(batch_range batch) noexcept {
 }
 
 detail::batch_outcome batch_call::execute_batch(batch_range batch, std::atomic<std::size_t>* current_task) noexcept {
-  running_call_scope const scope(dispatch_->stop);
-  detail::batch_outcome outcome = runner_.run(batch.begin, batch.end, dispatch_->stop, current_task);
+  std::atomic<bool> const& stop = dispatch().stop;
+  running_call_scope const scope(stop);
+  detail::batch_outcome outcome = runner_.run(batch.begin, batch.end, stop, current_task);
   if (outcome.failure) cancel();
   return outcome;
 }
@@ -162,7 +166,15 @@ void batch_call::fail(detail::task_failure failure) noexcept {
   cancel();
 }
 
-void batch_call::cancel() noexcept { dispatch_->stop.store(true, std::memory_order_relaxed); }
+void batch_call::cancel() noexcept {
+  // From any thread, also while share_dispatch_state moves the state: in
+  // the single order of seq_cst operations, either its second look at the
+  // old flag sees this store, or the second load here sees the new state.
+  dispatch_state* const at = dispatch_.load(std::memory_order_seq_cst);
+  at->stop.store(true, std::memory_order_seq_cst);
+  if (dispatch_state* const now = dispatch_.load(std::memory_order_seq_cst); now != at)
+    now->stop.store(true, std::memory_order_relaxed);
+}
 
 bool batch_call::failed() const noexcept { return has_failure_.load(std::memory_order_acquire); }
 
