@@ -44,10 +44,16 @@ class call_future {
   // Whether the future has a call whose result get() has not taken yet.
   [[nodiscard]] bool valid() const noexcept { return state_ != nullptr && state_->result.valid(); }
 
-  // Waits for the call; its result, or what it threw. Throws
-  // std::future_error (no_state) if the future is not valid().
+  // Waits for the call and for its thread to end; the call's result, or
+  // what it threw. Throws std::future_error (no_state) if the future is not
+  // valid().
   R get() {
     if (!valid()) throw std::future_error(std::future_errc::no_state);
+    state_->result.wait();
+    // Joined first: the thread's last act is to drop its share of the
+    // result (a thrown exception included), which must not overlap the
+    // caller's use of it.
+    if (state_->thread.joinable()) state_->thread.join();
     return state_->result.get();
   }
   void wait() const {
