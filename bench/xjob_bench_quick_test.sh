@@ -38,7 +38,7 @@ for key in ("cpu", "cpus", "memory_gib", "kernel", "compiler", "flags"):
 if data["preset"] != "quick":
     fail(f"preset is {data['preset']}")
 names = [w["name"] for w in data["workloads"]]
-want = ["map", "rowreduce", "sum", "sumsq", "md5", "tiny", "calls", "sleep", "npy"]
+want = ["map", "rowreduce", "sum", "sumsq", "md5", "tiny", "calls", "sleep", "npy", "resume"]
 if names != want:
     fail(f"workloads {names}, expected {want}")
 rows = data["rows"]
@@ -56,13 +56,21 @@ for r in rows:
         fail(f"{r['workload']} {r['backend']} has {r['reps']} timed repetitions, not 3")
 for w in want:
     families = {r["family"] for r in rows if r["workload"] == w}
-    if families != {"xjob", "baseline", "joblib"}:
-        fail(f"{w} has rows of {sorted(families)}, expected xjob, baseline and joblib")
+    # resume prices journaling against plain .npy outputs: no joblib rows.
+    expected_families = {"xjob", "baseline"} if w == "resume" else {"xjob", "baseline", "joblib"}
+    if families != expected_families:
+        fail(f"{w} has rows of {sorted(families)}, expected {sorted(expected_families)}")
     backends = {r["backend"] for r in rows if r["workload"] == w}
     for b in ("threads", "processes", "joblib loky", "joblib threading", "joblib multiprocessing"):
+        if b.startswith("joblib") and w == "resume":
+            continue
         if b not in backends and not (w == "calls" and b == "joblib multiprocessing"):
             fail(f"{w} has no {b} row")
-    if w not in ("npy", "calls", "sum"):
+    if w == "resume":
+        for b in ("xjob into create_npy", "xjob into create_npy, msync"):
+            if b not in backends:
+                fail(f"resume has no {b} row")
+    if w not in ("npy", "resume", "calls", "sum"):
         for m in ("fork", "forkserver", "spawn"):
             if f"pool ({m})" not in backends:
                 fail(f"{w} has no pool ({m}) row")

@@ -5,20 +5,33 @@
 // backends whose workers are processes are held to the same rules.
 #include <xjob/parallel.hpp>
 
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <atomic>
 #include <bit>
+#include <cerrno>
 #include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <future>
 #include <chrono>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <random>
 #include <ranges>
 #include <stop_token>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -93,6 +106,70 @@ void fill_pattern(Array& a) {
     v = v * 1.37 + 0.11;
     if (v > 1000.0) v -= 997.0;
   }
+}
+
+// The resumable-output case. Its writers run as programs of their own,
+// and its f
+// logs each chunk it finished to the file XJOB_TEST_CHUNK_LOG names: f has
+// no captures, so every start method runs it.
+constexpr std::size_t resume_rows = 240;
+constexpr std::size_t resume_cols = 16;
+constexpr std::size_t resume_chunk_rows = 4;  // 60 chunks
+constexpr std::size_t resume_chunks = resume_rows / resume_chunk_rows;
+
+void log_chunk(std::size_t index) {
+  char const* path = std::getenv("XJOB_TEST_CHUNK_LOG");
+  if (path == nullptr) return;
+  int const fd = ::open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return;
+  std::string const line = std::to_string(index) + "\n";
+  (void)!::write(fd, line.data(), line.size());
+  ::close(fd);
+}
+
+constexpr auto slow_affine = [](auto const& in, auto&& out, xjob::chunk_info const& c) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(3));
+  out = 2.0 * in + 1.0;
+  log_chunk(c.index);
+};
+
+xt::xtensor<double, 2> resume_input() {
+  xt::xtensor<double, 2> x = xt::zeros<double>({resume_rows, resume_cols});
+  fill_pattern(x);
+  return x;
+}
+
+void write_resumable(std::string path, std::string backend) {
+  xjob::parallel par({.n_jobs = 2, .backend = backend, .batch_size = 1});
+  auto out = xjob::shared_array<double>::resume_npy(path, {resume_rows, resume_cols});
+  par.map_chunks(resume_input(), slow_affine, out, {.axis = 0, .size = resume_chunk_rows});
+}
+
+// A writer is this program run afresh (xjob::init and all, so that every
+// start method works there as in a user's batch job) with
+// --resumable-writer <path> <backend>.
+pid_t start_writer(std::filesystem::path const& path, std::string const& backend) {
+  std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
+  std::string flag = "--resumable-writer";
+  std::string target = path.string();
+  std::string name = backend;
+  char* argv[] = {self.data(), flag.data(), target.data(), name.data(), nullptr};
+  pid_t pid = 0;
+  REQUIRE(posix_spawn(&pid, self.c_str(), nullptr, nullptr, argv, environ) == 0);
+  return pid;
+}
+
+int wait_for_writer(pid_t pid) {
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0) REQUIRE(errno == EINTR);
+  return status;
+}
+
+std::vector<std::size_t> logged_chunks(std::filesystem::path const& log) {
+  std::vector<std::size_t> chunks;
+  std::ifstream in(log);
+  for (std::size_t c = 0; in >> c;) chunks.push_back(c);
+  return chunks;
 }
 
 }  // namespace
@@ -681,7 +758,74 @@ TEST_CASE("a future's cancel() stops its call, and destroying a running future c
   REQUIRE_THROWS_AS(linked.get(), xjob::cancelled);
 }
 
+TEST_CASE("a resumable output killed at any moment resumes to the uninterrupted result, running only what was missing") {
+  xjob::testing::temp_dir dir;
+  {
+    auto expected = xjob::shared_array<double>::create_npy(dir / "expected.npy", {resume_rows, resume_cols});
+    auto const x = resume_input();
+    std::copy(x.begin(), x.end(), expected.begin());
+    for (double& v : expected) v = 2.0 * v + 1.0;
+    expected.commit();
+  }
+  std::mt19937 random(std::random_device{}());
+  for (std::string const& backend : backends_under_test()) {
+    for (int trial = 0; trial < 2; ++trial) {
+      INFO("backend " << backend << ", trial " << trial);
+      std::string const name = backend + "-" + std::to_string(trial);
+      std::filesystem::path const path = dir / (name + ".npy");
+      std::filesystem::path const first_log = dir / (name + ".first");
+      std::filesystem::path const second_log = dir / (name + ".second");
+      // A writer killed (SIGKILL, workers and all) after a random number of
+      // chunks, or at a random moment from its start.
+      ::setenv("XJOB_TEST_CHUNK_LOG", first_log.c_str(), 1);
+      pid_t const writer = start_writer(path, backend);
+      if (trial == 0) {
+        std::size_t const after = std::uniform_int_distribution<std::size_t>(1, resume_chunks - 10)(random);
+        auto const give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+        while (logged_chunks(first_log).size() < after && std::chrono::steady_clock::now() < give_up)
+          std::this_thread::sleep_for(std::chrono::microseconds(200));
+      } else {
+        std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(0, 40)(random)));
+      }
+      ::kill(writer, SIGKILL);
+      (void)wait_for_writer(writer);
+      std::vector<std::size_t> const first = logged_chunks(first_log);
+      // The rerun finishes it.
+      ::setenv("XJOB_TEST_CHUNK_LOG", second_log.c_str(), 1);
+      int const rerun = wait_for_writer(start_writer(path, backend));
+      ::unsetenv("XJOB_TEST_CHUNK_LOG");
+      REQUIRE(WIFEXITED(rerun));
+      REQUIRE(WEXITSTATUS(rerun) == 0);
+      std::vector<std::size_t> const second = logged_chunks(second_log);
+      // Every chunk ran; those the killed writer had finished ran again
+      // only if it died before journaling them: a few at most, the chunks
+      // between their data and their journal entry.
+      std::set<std::size_t> ran(first.begin(), first.end());
+      ran.insert(second.begin(), second.end());
+      CHECK(ran.size() == resume_chunks);
+      std::set<std::size_t> const first_set(first.begin(), first.end());
+      std::size_t const again =
+          std::count_if(second.begin(), second.end(), [&](std::size_t c) { return first_set.contains(c); });
+      CHECK(again <= 6);
+      CHECK(second.size() == std::set<std::size_t>(second.begin(), second.end()).size());
+      CHECK(!std::filesystem::exists(path.string() + ".partial"));
+      CHECK(!std::filesystem::exists(path.string() + ".journal"));
+      xjob::testing::python_run const numpy = xjob::testing::run_python(
+          "import numpy as np\n"
+          "a = np.load('" + path.string() + "')\n"
+          "b = np.load('" + (dir / "expected.npy").string() + "')\n"
+          "print(a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b))\n");
+      INFO(numpy.output);
+      CHECK(numpy.output == "True\n");
+    }
+  }
+}
+
 int main(int argc, char** argv) {
   xjob::init(argc, argv);  // for the forkserver and spawn start methods
+  if (argc == 4 && std::string_view(argv[1]) == "--resumable-writer") {
+    write_resumable(argv[2], argv[3]);
+    return 0;
+  }
   return Catch::Session().run(argc, argv);
 }

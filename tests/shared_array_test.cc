@@ -31,20 +31,10 @@ using xjob::testing::temp_dir;
 // Runs a Python program with Debian's interpreter (which has python3-numpy)
 // and returns what it printed.
 std::string run_python(std::string const& program) {
-  temp_dir dir;
-  {
-    std::ofstream(dir / "check.py") << program;
-  }
-  std::string const command = "/usr/bin/python3 " + (dir / "check.py").string() + " 2>&1";
-  std::FILE* pipe = popen(command.c_str(), "r");
-  REQUIRE(pipe != nullptr);
-  std::string out;
-  char buffer[512];
-  while (std::size_t n = std::fread(buffer, 1, sizeof buffer, pipe)) out.append(buffer, n);
-  int const status = pclose(pipe);
-  INFO(out);
-  REQUIRE(status == 0);
-  return out;
+  xjob::testing::python_run const run = xjob::testing::run_python(program);
+  INFO(run.output);
+  REQUIRE(run.status == 0);
+  return run.output;
 }
 
 // Runs `body` in a child process; returns its exit status.

@@ -72,6 +72,27 @@ class temp_dir {
   std::filesystem::path path_;
 };
 
+// Runs a Python program with Debian's interpreter (which has python3-numpy):
+// its exit status and what it printed (stdout and stderr).
+struct python_run {
+  int status = -1;
+  std::string output;
+};
+inline python_run run_python(std::string const& program) {
+  temp_dir dir;
+  {
+    std::ofstream(dir / "check.py") << program;
+  }
+  std::string const command = "/usr/bin/python3 " + (dir / "check.py").string() + " 2>&1";
+  python_run run;
+  std::FILE* pipe = popen(command.c_str(), "r");
+  if (pipe == nullptr) return run;
+  char buffer[512];
+  while (std::size_t n = std::fread(buffer, 1, sizeof buffer, pipe)) run.output.append(buffer, n);
+  run.status = pclose(pipe);
+  return run;
+}
+
 // Redirects stderr to a file for its lifetime; text() reads what was written.
 class captured_stderr {
  public:

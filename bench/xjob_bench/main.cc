@@ -211,7 +211,7 @@ int main(int argc, char** argv) {
                                        "./xjob-bench-results, relative to where bazel run was called)");
   app.add_flag("--no-plots", no_plots, "write no PNG plots");
   app.add_option("--shm-dir", s.shm_dir, "where joblib's memmapped arrays live (default /dev/shm)");
-  app.add_option("--npy-dir", npy_dir, "where the npy workload writes its .npy files, on disk (default --out-dir)");
+  app.add_option("--npy-dir", npy_dir, "where the npy and resume workloads write their .npy files, on disk (default --out-dir)");
 
   auto* sizes = app.add_option_group("sizes", "workload sizes (the defaults are --full's)");
   sizes->add_option("--map-elements", z.map_elements, "map: float64 elements (default 2^27 = 1 GiB)")->check(CLI::PositiveNumber);
@@ -234,7 +234,7 @@ int main(int argc, char** argv) {
                                                        "call (default 20)")->check(CLI::PositiveNumber);
   sizes->add_option("--sleep-tasks", z.sleep_tasks, "sleep: tasks (default 16)")->check(CLI::PositiveNumber);
   sizes->add_option("--sleep-ms", z.sleep_ms, "sleep: milliseconds each task sleeps (default 50)")->check(CLI::PositiveNumber);
-  sizes->add_option("--npy-elements", z.npy_elements, "npy: float64 elements (default 2^26 = 512 MiB)")->check(CLI::PositiveNumber);
+  sizes->add_option("--npy-elements", z.npy_elements, "npy and resume: float64 elements (default 2^26 = 512 MiB)")->check(CLI::PositiveNumber);
 
   try {
     app.parse(argc, argv);

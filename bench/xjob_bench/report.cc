@@ -306,6 +306,26 @@ void print_summary(std::vector<workload_info> const& infos, std::vector<record> 
                  ratio_text(loky_ns / xjob_ns));
     }
   }
+  if (has("sum")) {
+    record const* x = best(records, "sum", is_xjob);
+    record const* raw = best(records, "sum", [](record const& r) { return r.family == "baseline"; });
+    double const ratio = x && raw ? x->throughput.median / raw->throughput.median : nan;
+    fmt::print("  [{}] sum: best xjob reduce_chunks >= 0.95x the best raw row ({}): {}\n", verdict(ratio, 0.95),
+               raw ? raw->backend : std::string("none"), ratio_text(ratio));
+  }
+  if (has("resume")) {
+    // Journaling's cost: the threads backend into a resumable output
+    // against the same call into a plain .npy file, at the same n_jobs.
+    record const* x = best(records, "resume", [](record const& r) { return r.family == "xjob" && r.backend == "threads"; });
+    for (std::string const baseline : {"xjob into create_npy", "xjob into create_npy, msync"}) {
+      record const* plain = x == nullptr ? nullptr : best(records, "resume", [&](record const& r) {
+        return r.family == "baseline" && r.backend == baseline && r.n_jobs == x->n_jobs;
+      });
+      double const ratio = x && plain ? x->throughput.median / plain->throughput.median : nan;
+      fmt::print("  [{}] resume: xjob threads into a resumable output >= 0.95x {} (journaling <= 5%): {}\n",
+                 verdict(ratio, 0.95), baseline, ratio_text(ratio));
+    }
+  }
   int const cpus = xjob::cpu_count();
   for (std::string const name : {"sumsq", "md5"}) {
     if (!has(name)) continue;

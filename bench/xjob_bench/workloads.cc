@@ -1,11 +1,13 @@
 // The workloads of xjob-bench and their variants: xjob's backends and
 // process pools, the raw baselines (plain loop, oneTBB, OpenMP, std::thread,
 // STREAM-like bandwidth), and the same work through joblib.
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <bit>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstddef>
@@ -18,6 +20,7 @@
 #include <optional>
 #include <ranges>
 #include <stdexcept>
+#include <system_error>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -347,31 +350,37 @@ void add_joblib_variants(workload& w, bench_context& c, dimensions d, Request re
 
 // ------------------------------------------------------------ elementwise
 
-// y = sqrt(x)*2+1 over a large float64 array (memory-bound), into a warm
-// output; with `to_npy`, into a new .npy file on disk each run instead.
+// Where a map's output goes: a warm shared_array; a new .npy file on disk
+// each run (create_npy); or a new resumable one (resume_npy), whose
+// journaling the baselines, plain .npy files, price.
+enum class map_output { warm, npy, resumable_npy };
+
+// y = sqrt(x)*2+1 over a large float64 array (memory-bound), into `output`.
 class map_workload : public workload {
  public:
-  map_workload(bench_context& c, bool to_npy)
-      : c_(c), to_npy_(to_npy),
-        n_(to_npy ? c.settings().sizes.npy_elements : c.settings().sizes.map_elements),
+  map_workload(bench_context& c, map_output output)
+      : c_(c), output_(output), to_npy_(output != map_output::warm),
+        n_(to_npy_ ? c.settings().sizes.npy_elements : c.settings().sizes.map_elements),
         x_({n_}, xjob::uninitialized),
         pool_x_(n_ * sizeof(double)),
-        pool_y_(to_npy ? sizeof(double) : n_ * sizeof(double)) {
+        pool_y_(to_npy_ ? sizeof(double) : n_ * sizeof(double)) {
     double const gib = static_cast<double>(n_ * sizeof(double)) / double(1 << 30);
-    name = to_npy ? "npy" : "map";
-    title = to_npy ? "map_chunks into a new .npy file on disk" : "elementwise map y = sqrt(x)*2+1";
+    name = output == map_output::warm ? "map" : output == map_output::npy ? "npy" : "resume";
+    title = output == map_output::warm ? "elementwise map y = sqrt(x)*2+1"
+            : output == map_output::npy ? "map_chunks into a new .npy file on disk"
+                                        : "map_chunks into a new resumable .npy file on disk (resume_npy)";
     unit = "GB/s";
     unit_scale = 1e9;
     memory_bound = true;
     exact = false;
     size_text = fmt::format("{} float64 ({:.3g} GiB in + {:.3g} GiB out{})", n_, gib, gib,
-                            to_npy ? ", output a .npy file" : "");
+                            to_npy_ ? ", output a .npy file" : "");
     fill_input(x(), n_, c.setup_arena());
     std::memcpy(pool_x_.data(), x(), n_ * sizeof(double));
     ref_ = std::make_unique_for_overwrite<double[]>(n_);
     map_range(x(), ref_.get(), 0, n_);
     reference = number_text(checksum(ref_.get(), n_));
-    if (!to_npy) warm_ = xjob::shared_array<double>({n_});
+    if (!to_npy_) warm_ = xjob::shared_array<double>({n_});
     define_variants();
   }
 
@@ -393,8 +402,9 @@ class map_workload : public workload {
     return {seconds, reference, tasks};
   }
 
-  // A run into the warm output (poisoned first) or into a new .npy file
-  // (made, filled and committed in the timed part, then checked and removed).
+  // A run into the warm output (poisoned first) or into a new .npy file of
+  // the workload's kind (made, filled and committed in the timed part, then
+  // checked and removed).
   template <class Body>
   run_result run_into_output(std::string const& who, std::size_t tasks, Body body, double const* expected = nullptr) {
     if (!to_npy_) {
@@ -402,11 +412,27 @@ class map_workload : public workload {
       double const seconds = timed([&] { body(warm_); });
       return finish(who, seconds, warm_.data(), tasks, expected);
     }
+    return run_into_file(who, tasks, body, output_, false, expected);
+  }
+
+  // The same into a new .npy file of kind `kind`; with `write_back`, the
+  // file's data are written back to disk (msync) before its commit, as a
+  // resumable output's are.
+  template <class Body>
+  run_result run_into_file(std::string const& who, std::size_t tasks, Body body, map_output kind, bool write_back,
+                           double const* expected = nullptr) {
     std::filesystem::path const path = npy_path(who);
     xjob::shared_array<double> file;
     double const seconds = timed([&] {
-      file = xjob::shared_array<double>::create_npy(path, {n_});
+      file = kind == map_output::resumable_npy ? xjob::shared_array<double>::resume_npy(path, {n_})
+                                               : xjob::shared_array<double>::create_npy(path, {n_});
       body(file);
+      if (write_back) {
+        auto const first = reinterpret_cast<std::uintptr_t>(file.data()) / 4096 * 4096;
+        auto const end = reinterpret_cast<std::uintptr_t>(file.data() + file.size());
+        if (msync(reinterpret_cast<void*>(first), end - first, MS_SYNC) != 0)
+          throw std::system_error(errno, std::generic_category(), "msync");
+      }
       file.commit();
     });
     run_result const out = finish(who, seconds, file.data(), tasks, expected);
@@ -453,6 +479,25 @@ class map_workload : public workload {
           return finish(who, seconds, pool_y(), args.size());
         };
       });
+    }
+
+    if (output_ == map_output::resumable_npy) {
+      // What journaling costs: the same xjob call into a plain .npy file,
+      // and into one written back to disk before its commit, which is
+      // what a resumable output does, chunk by chunk.
+      for (bool const write_back : {false, true})
+        add_baseline(*this, c_, write_back ? "xjob into create_npy, msync" : "xjob into create_npy", true, bytes,
+                     [this, write_back, f](int n) {
+                       auto par = std::make_shared<xjob::parallel>(
+                           xjob::parallel_options{.n_jobs = n, .backend = "threads"});
+                       std::string const who = write_back ? "create_npy-msync" : "create_npy";
+                       return std::function<run_result()>([this, par, f, who, write_back] {
+                         return run_into_file(
+                             who, 0, [&](xjob::shared_array<double>& y) { par->map_chunks(x_view(), f, y); },
+                             map_output::npy, write_back);
+                       });
+                     });
+      return;
     }
 
     // Baselines write through the same output (the warm buffer, or a new
@@ -522,6 +567,7 @@ class map_workload : public workload {
   double* pool_y() const { return reinterpret_cast<double*>(pool_y_.data()); }
 
   bench_context& c_;
+  map_output output_;
   bool to_npy_;
   std::size_t n_;
   // The input: a shared_array, which warm workers of the processes backend
@@ -1266,14 +1312,15 @@ class calls_workload : public workload {
 }  // namespace
 
 std::vector<std::string> const& workload_names() {
-  static std::vector<std::string> const names = {"map",   "rowreduce", "sum",   "sumsq", "md5",
-                                                 "tiny", "calls",     "sleep", "npy"};
+  static std::vector<std::string> const names = {"map",  "rowreduce", "sum",   "sumsq", "md5",
+                                                 "tiny", "calls",     "sleep", "npy",   "resume"};
   return names;
 }
 
 std::unique_ptr<workload> make_workload(std::string const& name, bench_context& context) {
-  if (name == "map") return std::make_unique<map_workload>(context, false);
-  if (name == "npy") return std::make_unique<map_workload>(context, true);
+  if (name == "map") return std::make_unique<map_workload>(context, map_output::warm);
+  if (name == "npy") return std::make_unique<map_workload>(context, map_output::npy);
+  if (name == "resume") return std::make_unique<map_workload>(context, map_output::resumable_npy);
   if (name == "rowreduce") return std::make_unique<reduce_workload>(context);
   if (name == "sum") return std::make_unique<sum_workload>(context);
   if (name == "sumsq") return std::make_unique<sumsq_workload>(context);

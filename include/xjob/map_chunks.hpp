@@ -26,6 +26,7 @@
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -38,6 +39,7 @@
 #include <xjob/cpu_count.hpp>
 #include <xjob/detail/chunk_views.hpp>
 #include <xjob/detail/mapped_region.hpp>
+#include <xjob/detail/output_journal.hpp>
 #include <xjob/detail/remote_call.hpp>
 #include <xjob/detail/task_runner.hpp>
 #include <xjob/detail/value_codec.hpp>
@@ -82,8 +84,9 @@ decltype(auto) as_expression(X&& x) {
 
 // The parts of parallel that map_chunks needs and users do not.
 struct parallel_access {
-  static void run(parallel const& par, task_runner& runner, std::size_t count, remote_form const* remote = nullptr) {
-    par.run(runner, count, remote);
+  static void run(parallel const& par, task_runner& runner, std::size_t count, remote_form const* remote = nullptr,
+                  std::function<void(batch_range)> on_batch_done = {}, bool batch_done_is_urgent = false) {
+    par.run(runner, count, remote, std::move(on_batch_done), batch_done_is_urgent);
   }
   static std::size_t chunk_extent_for(parallel const& par, std::span<std::size_t const> shape, std::size_t axis,
                                       std::size_t element_bytes, chunking const& how,
@@ -101,15 +104,65 @@ struct parallel_access {
   }
 };
 
+// The chunks of a plan that a call runs: every one, or (into a resumable
+// output) those its journal does not record as done, task k running chunk
+// only[k].
+struct chunk_selection {
+  std::span<std::size_t const> only;  // empty: every chunk
+  [[nodiscard]] std::size_t count(chunk_plan const& plan) const { return only.empty() ? plan.size() : only.size(); }
+  [[nodiscard]] std::size_t chunk_of(std::size_t task) const { return only.empty() ? task : only[task]; }
+};
+
+// A resumable output's part in a map_chunks call (shared_array::resume_npy):
+// the chunks its journal does not record are run, each written back to disk
+// by its task (see run_chunks), and journaled as their batches finish.
+struct resumable_output {
+  output_journal& journal;
+
+  // The chunks to run; none if the output is complete.
+  [[nodiscard]] std::vector<std::size_t> start(chunk_plan const& plan, std::size_t axis) {
+    return journal.start(output_plan{axis, plan.chunk_extent()}, plan.size());
+  }
+
+  // Tasks `done` of a call over the chunks `pending` finished: journaled,
+  // one run of neighbouring chunks at a time.
+  void chunks_done(std::span<std::size_t const> pending, batch_range done) {
+    for (std::size_t task = done.begin; task < done.end;) {
+      std::size_t end = task + 1;
+      while (end < done.end && pending[end] == pending[end - 1] + 1) ++end;
+      journal.record_done(pending[task], pending[end - 1] + 1);
+      task = end;
+    }
+  }
+};
+
+// Writes slices [begin, end) along `axis` of the row-major array at `first`
+// back to disk: for axis 0 exactly their bytes; for another axis the span
+// from their first element to their last.
+template <class Element>
+void write_back_slices(Element const* first, std::span<std::size_t const> shape, std::size_t axis, std::size_t begin,
+                       std::size_t end) {
+  std::size_t inner = 1;  // elements from one slice along axis to the next
+  for (std::size_t d = axis + 1; d < shape.size(); ++d) inner *= shape[d];
+  std::size_t outer = 1;  // blocks of slices before axis
+  for (std::size_t d = 0; d < axis; ++d) outer *= shape[d];
+  if (outer == 0 || inner == 0 || begin == end) return;
+  std::size_t const from = begin * inner;
+  std::size_t const to = (outer - 1) * shape[axis] * inner + end * inner;  // one past the last element
+  write_back(first + from, (to - from) * sizeof(Element));
+}
+
 // One task per chunk: f(in, out), or f(in, out, chunk_info), on views of
 // the chunk, then the output chunk is put back (a no-op for chunks of the
-// output's own memory). `wrap` turns the output view into what f gets (see
-// output_chunk). `run(runner, count)` runs the tasks: on the parallel object
-// in the caller, on the worker's loop in a warm worker process.
-template <class Run, class Ins, class Outs, class F, class Wrap>
-void run_chunks(Run const& run, chunk_plan const& plan, std::size_t axis, Ins& ins, Outs& outs, F const& f, Wrap wrap,
-                bool streaming = false) {
-  task_loop loop([&](std::size_t i) {
+// output's own memory) and handed to `done(chunk)`. `wrap` turns the output
+// view into what f gets (see output_chunk). `run(runner, count)` runs the
+// tasks: on the parallel object in the caller, on the worker's loop in a
+// warm worker process.
+template <class Run, class Ins, class Outs, class F, class Wrap, class Done>
+void run_chunks(Run const& run, chunk_plan const& plan, chunk_selection selection, std::size_t axis, Ins& ins,
+                Outs& outs, F const& f, Wrap wrap, Done const& done, bool streaming = false) {
+  task_loop loop([&](std::size_t task) {
+    std::size_t const i = selection.chunk_of(task);
     chunk const c = plan[i];
     auto in_held = ins.take(c.begin, c.end);
     auto out_held = outs.take(c.begin, c.end);
@@ -123,8 +176,9 @@ void run_chunks(Run const& run, chunk_plan const& plan, std::size_t axis, Ins& i
     // have streamed too, so whether this one did tells nothing).
     if (streaming) fence_streaming_stores();
     outs.put(c.begin, out_held);
+    done(c);
   });
-  run(loop, plan.size());
+  run(loop, selection.count(plan));
 }
 
 // Checked before anything is instantiated with f, so that a callable of the
@@ -173,27 +227,34 @@ template <class OutElement>
 
 // Cuts `in` and `out` into the chunks of `plan` and runs f on each pair
 // through `run` (see run_chunks). `streaming`: see streaming_for.
+// `durable`: each chunk is written back to disk before its task completes
+// (the output is a resumable .npy file's row-major view).
 template <class Run, class In, class F, class Out, class InElement, class OutElement>
-void run_chunk_plan(Run const& run, chunk_plan const& plan, In const& in, F const& f, Out&& out,
+void run_chunk_plan(Run const& run, chunk_plan const& plan, chunk_selection selection, bool durable, In const& in,
+                    F const& f, Out&& out,
                     InElement* in_first, OutElement* out_first, std::size_t axis, bool clear_output,
                     std::optional<bool> streaming_choice) {
   auto const& in_shape = in.shape();
   auto const& out_shape = out.shape();
+  std::vector<std::size_t> const row_major_shape(out_shape.begin(), out_shape.end());
+  auto done = [&](chunk const& c) {
+    if (durable) write_back_slices<OutElement>(out_first, row_major_shape, axis, c.begin, c.end);
+  };
   auto as_is = [](auto&& chunk) { return std::move(chunk); };
   auto no_alias = [](auto&& chunk) { return output_chunk(std::move(chunk)); };
   if (axis == 0 && is_row_major_contiguous(in) && is_row_major_contiguous(out)) {
     contiguous_slabs<InElement, chunk_shape_t<In>> ins(in_first, in_shape, false);
     contiguous_slabs<OutElement, chunk_shape_t<Out>> outs(out_first, out_shape, clear_output);
     if (overlaps(in_first, in.size(), out_first, out.size())) {
-      run_chunks(run, plan, axis, ins, outs, f, as_is);
+      run_chunks(run, plan, selection, axis, ins, outs, f, as_is, done);
     } else if (streaming_choice) {
       streaming_state streaming;
       streaming.learn = *streaming_choice;
       run_chunks(
-          run, plan, axis, ins, outs, f, [&streaming](auto&& chunk) { return output_chunk(std::move(chunk), &streaming); },
-          true);
+          run, plan, selection, axis, ins, outs, f,
+          [&streaming](auto&& chunk) { return output_chunk(std::move(chunk), &streaming); }, done, true);
     } else {
-      run_chunks(run, plan, axis, ins, outs, f, no_alias);
+      run_chunks(run, plan, selection, axis, ins, outs, f, no_alias, done);
     }
   } else {
     // f's chunks are copies here, which never overlap each other.
@@ -201,7 +262,7 @@ void run_chunk_plan(Run const& run, chunk_plan const& plan, In const& in, F cons
     if (clear_output) std::fill(out.begin(), out.end(), OutElement{});
     copied_slabs<in_value const, dense_chunk_t<In, in_value>> ins(in_first, in_shape, in.strides(), axis);
     copied_slabs<OutElement, dense_chunk_t<Out, OutElement>> outs(out_first, out_shape, out.strides(), axis);
-    run_chunks(run, plan, axis, ins, outs, f, no_alias);
+    run_chunks(run, plan, selection, axis, ins, outs, f, no_alias, done);
   }
 }
 
@@ -275,14 +336,17 @@ void run_remote_chunks(std::string_view payload, std::span<std::byte* const> map
   std::uint64_t chunk_extent = 0;
   bool clear_output = false;
   std::int8_t streaming = -1;
+  std::vector<std::size_t> only;
+  bool durable = false;
   decode_values(payload, "a map_chunks call", in_array.mapping, in_array.offset, in_array.shape, in_array.strides,
                 out_array.mapping, out_array.offset, out_array.shape, out_array.strides, axis, extent, chunk_extent,
-                clear_output, streaming);
+                clear_output, streaming, only, durable);
   auto in = adapt_remote_array<InElement, InShape>(mappings, in_array);
   auto out = adapt_remote_array<OutElement, OutShape>(mappings, out_array);
   chunk_plan const plan(static_cast<std::size_t>(extent), static_cast<std::size_t>(chunk_extent));
   F const f{};
-  run_chunk_plan([&loop](task_runner& runner, std::size_t count) { loop.run(runner, count); }, plan, in, f, out,
+  run_chunk_plan([&loop](task_runner& runner, std::size_t count) { loop.run(runner, count); }, plan,
+                 chunk_selection{only}, durable, in, f, out,
                  static_cast<InElement*>(in.data()), static_cast<OutElement*>(out.data()),
                  static_cast<std::size_t>(axis), clear_output,
                  streaming < 0 ? std::nullopt : std::optional<bool>(streaming != 0));
@@ -294,7 +358,8 @@ template <class F, class In, class Out, class InElement, class OutElement>
 [[nodiscard]] std::optional<remote_form> remote_chunks_form(In const& in, Out const& out,
                                                             shared_mapping_location const& in_at,
                                                             OutElement* out_first, std::size_t axis,
-                                                            chunk_plan const& plan, bool clear_output,
+                                                            chunk_plan const& plan, chunk_selection selection,
+                                                            bool durable, bool clear_output,
                                                             std::optional<bool> streaming) {
   std::optional<shared_mapping_location> const out_at = find_array_mapping(out, out_first);
   if (!out_at || !out_at->mapping.writable) return std::nullopt;
@@ -311,7 +376,8 @@ template <class F, class In, class Out, class InElement, class OutElement>
   encode_values(form.payload, in_array.mapping, in_array.offset, in_array.shape, in_array.strides, out_array.mapping,
                 out_array.offset, out_array.shape, out_array.strides, static_cast<std::uint64_t>(axis),
                 static_cast<std::uint64_t>(plan.extent()), static_cast<std::uint64_t>(plan.chunk_extent()),
-                clear_output, static_cast<std::int8_t>(!streaming ? -1 : *streaming ? 1 : 0));
+                clear_output, static_cast<std::int8_t>(!streaming ? -1 : *streaming ? 1 : 0),
+                std::vector<std::size_t>(selection.only.begin(), selection.only.end()), durable);
   return form;
 }
 
@@ -332,9 +398,10 @@ decltype(auto) with_staged_input(In const& in, std::vector<std::size_t> const& s
   }
 }
 
+// `resume`: the journal of a resumable output (then `out` is its view).
 template <class In, class F, class Out>
 void map_chunks_into(parallel const& par, In const& in, F const& f, Out&& out, chunking const& how,
-                     bool clear_output) {
+                     bool clear_output, resumable_output* resume = nullptr) {
   static_assert(has_strided_data<std::remove_reference_t<In> const> && has_strided_data<std::remove_reference_t<Out>>,
                 "map_chunks needs arrays with memory (an xtensor container, adaptor or strided view, or a "
                 "shared_array); evaluate a lazy expression into a container first");
@@ -355,28 +422,40 @@ void map_chunks_into(parallel const& par, In const& in, F const& f, Out&& out, c
     chunk_plan const plan(input_shape[how.axis], parallel_access::chunk_extent_for(par, input_shape, how.axis,
                                                                                    sizeof(in_element_type), how));
     if (plan.size() == 0) return;
+    std::vector<std::size_t> pending;
+    std::function<void(batch_range)> on_done;
+    if (resume) {
+      pending = resume->start(plan, how.axis);
+      if (pending.empty()) return;
+      on_done = [&](batch_range done) { resume->chunks_done(pending, done); };
+    }
+    chunk_selection const selection{pending};
+    bool const durable = resume != nullptr;
     std::optional<bool> const streaming = streaming_for<out_element_type>(par, out.size() * sizeof(out_element_type));
+    auto run_on = [&](remote_form const* remote) {
+      return [&par, remote, &on_done](task_runner& runner, std::size_t count) {
+        parallel_access::run(par, runner, count, remote, on_done, true);
+      };
+    };
     if constexpr (is_stateless_callable_v<F>) {
       if (par.reuses_workers()) {
         std::optional<shared_mapping_location> const in_at = find_array_mapping(in, in_first);
         if (!in_at) {
           with_staged_input<in_element_type>(in, input_shape, [&](auto const& staged) {
-            map_chunks_into(par, staged, f, std::forward<Out>(out), how, clear_output);
+            map_chunks_into(par, staged, f, std::forward<Out>(out), how, clear_output, resume);
           });
           return;
         }
-        if (std::optional<remote_form> remote =
-                remote_chunks_form<F, In, Out, in_element_type>(in, out, *in_at, out_first, how.axis, plan,
-                                                                clear_output, streaming)) {
-          run_chunk_plan([&](task_runner& runner,
-                             std::size_t count) { parallel_access::run(par, runner, count, &*remote); },
-                         plan, in, f, std::forward<Out>(out), in_first, out_first, how.axis, clear_output, streaming);
+        if (std::optional<remote_form> remote = remote_chunks_form<F, In, Out, in_element_type>(
+                in, out, *in_at, out_first, how.axis, plan, selection, durable, clear_output, streaming)) {
+          run_chunk_plan(run_on(&*remote), plan, selection, durable, in, f, std::forward<Out>(out), in_first, out_first,
+                         how.axis, clear_output, streaming);
           return;
         }
       }
     }
-    run_chunk_plan([&](task_runner& runner, std::size_t count) { parallel_access::run(par, runner, count); }, plan, in,
-                   f, std::forward<Out>(out), in_first, out_first, how.axis, clear_output, streaming);
+    run_chunk_plan(run_on(nullptr), plan, selection, durable, in, f, std::forward<Out>(out), in_first, out_first, how.axis,
+                   clear_output, streaming);
   }
 }
 
@@ -410,7 +489,18 @@ void run_map_chunks_into(map_chunks_hook, parallel const& par, Input const& inpu
                          chunking const& how) {
   decltype(auto) in = as_expression(input);
   if constexpr (is_shared_array_v<std::remove_cvref_t<Output>>) {
-    map_chunks_into(par, in, f, output.view(), how, false);
+    if (output_journal* journal = shared_array_access::journal(output)) {
+      resumable_output resume{*journal};
+      // An automatic chunk size follows the unfinished output's plan, so a
+      // rerun with another n_jobs or on another machine resumes it.
+      chunking adopted = how;
+      std::optional<output_plan> const recorded = journal->plan();
+      if (!adopted.size && !par.options().chunk_size && recorded && recorded->axis == how.axis)
+        adopted.size = recorded->chunk_extent;
+      map_chunks_into(par, in, f, output.view(), adopted, false, &resume);
+    } else {
+      map_chunks_into(par, in, f, output.view(), how, false);
+    }
     output.commit();
   } else if (par.runs_out_of_process()) {
     auto const& out_shape = output.shape();

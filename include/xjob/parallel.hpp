@@ -428,9 +428,10 @@ class parallel {
  private:
   // Runs `runner`'s `count` tasks on the backend; throws the first failure.
   // `remote`, if given, lets warm worker processes run the call (see
-  // task_runner.hpp); `on_batch_done` is told of each finished batch.
+  // task_runner.hpp); `on_batch_done` is told of each finished batch, as
+  // soon as it finishes if `batch_done_is_urgent`, else by the call's end.
   void run(detail::task_runner& runner, std::size_t count, detail::remote_form const* remote = nullptr,
-           std::function<void(batch_range)> on_batch_done = {}) const;
+           std::function<void(batch_range)> on_batch_done = {}, bool batch_done_is_urgent = false) const;
   [[nodiscard]] std::unique_ptr<batch_call> make_call(detail::task_runner& runner, std::size_t count,
                                                       std::function<void(batch_range)> on_batch_done,
                                                       detail::remote_form const* remote = nullptr,
@@ -451,10 +452,7 @@ class parallel {
       if (reuses_workers() && count > 0) {
         detail::remote_form remote;
         remote.entry = &detail::run_remote_map<F, Item, R>;
-        std::vector<Item> copies;
-        copies.reserve(count);
-        for (auto&& item : items) copies.push_back(item);
-        detail::encode_values(remote.payload, detail::function_address(f), copies);
+        detail::encode_values(remote.payload, detail::function_address(f), detail::items_as<Item>(items, count));
         return run_indexed<R>(count, std::move(compute), &remote);
       }
     }
@@ -470,11 +468,8 @@ class parallel {
       if (reuses_workers() && count > 0) {
         remote.emplace();
         remote->entry = &detail::run_remote_map_reduce<F, Combine, Item, T>;
-        std::vector<Item> copies;
-        copies.reserve(count);
-        for (auto&& item : items) copies.push_back(item);
         detail::encode_values(remote->payload, detail::function_address(f), detail::function_address(combine),
-                              copies);
+                              detail::items_as<Item>(items, count));
       }
     }
     return reduced(std::move(init), combine,

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <initializer_list>
+#include <memory>
 #include <span>
 #include <string>
 #include <type_traits>
@@ -19,6 +20,7 @@
 #include <vector>
 
 #include <xjob/detail/mapped_region.hpp>
+#include <xjob/detail/output_journal.hpp>
 #include <xjob/errors.hpp>
 #include <xjob/detail/npy.hpp>
 #include <xjob/detail/shape.hpp>
@@ -104,6 +106,35 @@ class shared_array {
     return array;
   }
 
+  // A resumable .npy output at `path`: fresh, or the unfinished output an
+  // earlier run left (killed, or its call failed), or the complete file
+  // already at `path`. map_chunks into it runs only the chunks its journal
+  // does not record as done, then commits (see "Resumable outputs" in the
+  // README). Until then the data live in `<path>.partial` and the plan and
+  // the finished chunks in `<path>.journal`; both stay when the array is
+  // dropped uncommitted, for the next run. A chunk is journaled only after
+  // its data were written back to disk, so a SIGKILL or a power cut never
+  // leaves a chunk recorded that is not there. One writer at a time: the
+  // journal is locked while the array lives.
+  // Throws xjob::invalid_argument if the unfinished or complete output has
+  // another shape or dtype (naming both), xjob::error if another process
+  // (or array) is writing it, std::system_error if the files cannot be made
+  // (ENOSPC), xjob::npy_error for a damaged file.
+  //   auto out = xjob::shared_array<double>::resume_npy("out.npy", {rows, cols});
+  //   par.map_chunks(x, f, out);   // the chunks not yet done, then commits
+  [[nodiscard]] static shared_array resume_npy(std::filesystem::path const& path, shape_type shape)
+    requires(!std::is_const_v<T>)
+  {
+    detail::resumed_npy resumed =
+        detail::resumed_npy::open(path, std::string(detail::npy_descr<T>()), shape, sizeof(T));
+    shared_array array;
+    array.region_ = std::move(resumed.region);
+    array.offset_ = resumed.data_offset;
+    array.shape_ = std::move(shape);
+    array.journal_ = std::move(resumed.journal);
+    return array;
+  }
+
   // Maps an existing C-ordered .npy file whose dtype is T's, read-only for
   // shared_array<const T>, else read-write (writes go to the file). Throws
   // xjob::npy_error naming the file and the problem (missing, unreadable,
@@ -153,7 +184,10 @@ class shared_array {
   // For a file made by create_npy: gives it its final name (see there).
   // Idempotent; a no-op for other arrays. Throws std::system_error if the
   // rename fails. map_chunks commits its output when the call succeeds.
-  void commit() { region_.commit(); }
+  void commit() {
+    region_.commit();
+    if (journal_) journal_->finish();
+  }
   [[nodiscard]] bool is_file_backed() const noexcept { return region_.is_file(); }
   [[nodiscard]] bool committed() const noexcept { return region_.committed(); }
   // The final path of a file-backed array; empty for anonymous memory.
@@ -202,6 +236,7 @@ class shared_array {
   detail::mapped_region region_;
   std::size_t offset_ = 0;
   shape_type shape_;
+  std::shared_ptr<detail::output_journal> journal_;  // of a resumable output
 };
 
 namespace detail {
@@ -211,6 +246,12 @@ struct shared_array_access {
   static bool holds_stale_data(shared_array<T> const& array) noexcept {
     return array.region_.recycled();
   }
+  // The journal of an array from resume_npy, else null.
+  template <class T>
+  static output_journal* journal(shared_array<T> const& array) noexcept {
+    return array.journal_.get();
+  }
+
 };
 }  // namespace detail
 

@@ -62,10 +62,9 @@ void parallel::execute(batch_call& call) const {
 }
 
 void parallel::run(detail::task_runner& runner, std::size_t count, detail::remote_form const* remote,
-                   std::function<void(batch_range)> on_batch_done) const {
-  // Only a reduction passes on_batch_done here: it needs the batches by the
-  // call's end, not as they finish.
-  std::unique_ptr<batch_call> call = make_call(runner, count, std::move(on_batch_done), remote, false);
+                   std::function<void(batch_range)> on_batch_done, bool batch_done_is_urgent) const {
+  std::unique_ptr<batch_call> call =
+      make_call(runner, count, std::move(on_batch_done), remote, batch_done_is_urgent);
   execute(*call);
 }
 

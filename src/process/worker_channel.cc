@@ -123,8 +123,8 @@ void run_batches(batch_call& call, record_sender& sender, worker_slot& slot, int
     }
     slot.held_begin.store(end, std::memory_order_relaxed);
   };
-  // Runs [begin, end) and sends what completed since `unsent` (begin if
-  // unset) when `send` says so, or a failure; returns the outcome.
+  // Runs [begin, end) and, when `send` says so or a task failed, sends the
+  // tasks completed from `unsent` on (and the failure); returns the outcome.
   auto run_part = [&](std::size_t begin, std::size_t end, std::size_t unsent, bool send) {
     slot.in_task.store(1, std::memory_order_relaxed);
     batch_outcome outcome = call.execute_batch({begin, end}, &slot.current_task);

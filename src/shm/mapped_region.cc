@@ -243,6 +243,7 @@ mapped_region& mapped_region::operator=(mapped_region&& other) noexcept {
     recycled_ = std::exchange(other.recycled_, false);
     committed_ = std::exchange(other.committed_, true);
     attached_ = std::exchange(other.attached_, false);
+    resumable_ = std::exchange(other.resumable_, false);
     final_path_ = std::exchange(other.final_path_, {});
     partial_path_ = std::exchange(other.partial_path_, {});
   }
@@ -257,7 +258,7 @@ void mapped_region::release() noexcept {
     if (is_file() || attached_ || !region_cache::instance().give(base_, mapped_length_))
       region_cache::instance().unmap(base_, mapped_length_);
   }
-  if (!committed_ && !partial_path_.empty()) {
+  if (!committed_ && !partial_path_.empty() && !resumable_) {
     if (::unlink(partial_path_.c_str()) != 0 && errno != ENOENT)
       std::fprintf(stderr, "xjob: cannot delete unfinished file %s: %s\n", partial_path_.c_str(), std::strerror(errno));
   }
@@ -265,6 +266,7 @@ void mapped_region::release() noexcept {
   length_ = mapped_length_ = 0;
   committed_ = true;
   attached_ = false;
+  resumable_ = false;
   partial_path_.clear();
   final_path_.clear();
 }
@@ -299,10 +301,31 @@ mapped_region mapped_region::create_file(std::filesystem::path const& final_path
   std::string partial = final_path.string() + ".XXXXXX.partial";
   int const fd = move_above_stdio(mkostemps(partial.data(), 8, O_CLOEXEC));
   if (fd < 0) throw_errno(errno, fmt::format("cannot create {}", partial));
+  return fill_new_file(fd, final_path, partial, header, data_bytes);
+}
 
+mapped_region mapped_region::create_resumable_file(std::filesystem::path const& final_path,
+                                                   std::filesystem::path const& partial_path,
+                                                   std::string const& header, std::size_t data_bytes) {
+  int const fd =
+      move_above_stdio(::open(partial_path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0666));
+  if (fd < 0) throw_errno(errno, fmt::format("cannot create {}", partial_path.string()));
+  mapped_region region = fill_new_file(fd, final_path, partial_path, header, data_bytes);
+  region.resumable_ = true;
+  // The header and the reserved blocks on disk before any chunk is
+  // journaled: a chunk's sync writes back its data, not the file's size.
+  if (fsync(find_shared_mapping(region.base_, region.length_)->mapping.fd) != 0)
+    throw_errno(errno, fmt::format("cannot write {} back to disk", partial_path.string()));
+  return region;
+}
+
+mapped_region mapped_region::fill_new_file(int fd, std::filesystem::path const& final_path,
+                                           std::filesystem::path const& partial_path, std::string const& header,
+                                           std::size_t data_bytes) {
+  std::string const partial = partial_path.string();
   mapped_region region;
   region.final_path_ = final_path;
-  region.partial_path_ = partial;
+  region.partial_path_ = partial_path;
   region.committed_ = false;  // from here on, release() deletes the file
   auto fail = [&](int code, std::string const& what) {
     ::close(fd);
@@ -329,6 +352,16 @@ mapped_region mapped_region::create_file(std::filesystem::path const& final_path
   region.base_ = static_cast<std::byte*>(base);
   region.length_ = region.mapped_length_ = total;
   register_mapping(region.base_, total, fd, true);
+  return region;
+}
+
+mapped_region mapped_region::open_resumable_file(std::filesystem::path const& final_path,
+                                                 std::filesystem::path const& partial_path) {
+  mapped_region region = open_file(partial_path, region_access::read_write);
+  region.final_path_ = final_path;
+  region.partial_path_ = partial_path;
+  region.committed_ = false;
+  region.resumable_ = true;
   return region;
 }
 
@@ -413,10 +446,33 @@ mapped_region mapped_region::attach(std::string_view name, region_access access)
 
 void mapped_region::commit() {
   if (committed_) return;
+  if (resumable_) {
+    // Durable before it is complete: a power cut after the rename must
+    // not leave a complete-looking file with data that never reached disk.
+    write_back(base_, length_);
+    if (fsync(find_shared_mapping(base_, length_)->mapping.fd) != 0)
+      throw_errno(errno, fmt::format("cannot write {} back to disk", partial_path_.string()));
+  }
   if (::rename(partial_path_.c_str(), final_path_.c_str()) != 0)
     throw_errno(errno, fmt::format("cannot rename {} to {}", partial_path_.string(), final_path_.string()));
+  if (resumable_) sync_directory_of(final_path_);
   committed_ = true;
   partial_path_.clear();
+}
+
+void write_back(void const* first, std::size_t bytes) {
+  if (bytes == 0) return;
+  auto const begin = reinterpret_cast<std::uintptr_t>(first) / page_size() * page_size();
+  auto const end = reinterpret_cast<std::uintptr_t>(first) + bytes;
+  if (msync(reinterpret_cast<void*>(begin), end - begin, MS_SYNC) != 0)
+    throw_errno(errno, fmt::format("cannot write {} bytes of a file back to disk", bytes));
+}
+
+void sync_directory_of(std::filesystem::path const& path) {
+  std::filesystem::path const folder = path.has_parent_path() ? path.parent_path() : std::filesystem::path(".");
+  unique_fd fd(move_above_stdio(::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)));
+  if (!fd || fsync(fd.get()) != 0)
+    throw_errno(errno, fmt::format("cannot write the folder {} back to disk", folder.string()));
 }
 
 std::optional<shared_mapping_location> find_shared_mapping(void const* first, std::size_t bytes) {

@@ -40,6 +40,18 @@ class mapped_region {
   [[nodiscard]] static mapped_region create_file(std::filesystem::path const& final_path,
                                                  std::string const& header, std::size_t data_bytes);
 
+  // The same at the fixed temporary name `partial_path` (replaced if it
+  // exists), for a resumable output: written back to disk before this
+  // returns, kept when dropped uncommitted (an unfinished output a rerun
+  // resumes), and made durable by commit() before it is renamed.
+  [[nodiscard]] static mapped_region create_resumable_file(std::filesystem::path const& final_path,
+                                                           std::filesystem::path const& partial_path,
+                                                           std::string const& header, std::size_t data_bytes);
+  // An existing `partial_path` made so, mapped read-write to be finished.
+  // Throws xjob::npy_error if it cannot be opened or mapped.
+  [[nodiscard]] static mapped_region open_resumable_file(std::filesystem::path const& final_path,
+                                                         std::filesystem::path const& partial_path);
+
   // Maps an existing file whole. Throws xjob::npy_error if it cannot be
   // opened or mapped.
   [[nodiscard]] static mapped_region open_file(std::filesystem::path const& path, region_access access);
@@ -63,13 +75,18 @@ class mapped_region {
   [[nodiscard]] bool is_file() const noexcept { return !final_path_.empty(); }
   [[nodiscard]] bool committed() const noexcept { return committed_; }
   [[nodiscard]] std::filesystem::path const& path() const noexcept { return final_path_; }
-  // Makes a created file visible under its final name. Idempotent.
+  // Makes a created file visible under its final name (a resumable one
+  // written back to disk first, and the rename too). Idempotent.
   void commit();
 
  private:
   // All `length` bytes of `fd` mapped shared and registered (which then
   // owns fd); on failure fd is closed and the region is empty, errno set.
   static mapped_region map_whole(int fd, std::size_t length, bool writable) noexcept;
+  // Writes `header` into the new file `fd`, reserves its data and maps it.
+  static mapped_region fill_new_file(int fd, std::filesystem::path const& final_path,
+                                     std::filesystem::path const& partial_path, std::string const& header,
+                                     std::size_t data_bytes);
   void release() noexcept;
 
   std::byte* base_ = nullptr;
@@ -78,9 +95,19 @@ class mapped_region {
   bool recycled_ = false;
   bool committed_ = true;
   bool attached_ = false;  // mapped by attach: another process's memory, never cached
+  bool resumable_ = false;  // a resumable output's .partial: kept uncommitted, synced before its commit
   std::filesystem::path final_path_;
   std::filesystem::path partial_path_;
 };
+
+// Writes the `bytes` bytes of a file mapping from `first` back to disk and
+// waits (msync MS_SYNC of the pages holding them): in any process that maps
+// the file, whoever wrote them. Thread-safe. Throws std::system_error.
+void write_back(void const* first, std::size_t bytes);
+
+// Writes the entries of the folder holding `path` back to disk (a file just
+// created or renamed there). Throws std::system_error if it cannot.
+void sync_directory_of(std::filesystem::path const& path);
 
 // Every mapping made here is registered with its descriptor while it is
 // mapped (cached ones too), so that a worker process that started before it
