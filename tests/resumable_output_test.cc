@@ -9,11 +9,14 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <stdexcept>
 #include <string>
+#include <thread>
 
 #include <catch2/catch.hpp>
 #include <xtensor/xtensor.hpp>
@@ -232,19 +235,43 @@ TEST_CASE("a torn journal tail is ignored: its chunks run again") {
     CHECK(holds_affine(out));
   }
   CHECK(ran == 5);
-  // A whole record whose checksum fails ends the journal there too.
+  // A whole record whose checksum fails ends the journal there too: here
+  // the one record of the chunks done, so all of them run again.
   temp_dir dir2;
   auto const path2 = dir2 / "out.npy";
   fail_first_run(path2);
   auto const journal2 = path2.string() + ".journal";
-  std::filesystem::resize_file(journal2, std::filesystem::file_size(journal2) - 32);  // chunk 6's record goes
   {
-    std::ofstream(journal2, std::ios::app | std::ios::binary) << std::string(32, '\x01');
+    std::fstream file(journal2, std::ios::in | std::ios::out | std::ios::binary);
+    file.seekp(static_cast<std::streamoff>(std::filesystem::file_size(journal2)) - 20);
+    file.put('\x7f');  // inside the record's chunk range
   }
   ran = 0;
   auto out = xjob::shared_array<double>::resume_npy(path2, {rows, cols});
   xjob::parallel({.n_jobs = 2}).map_chunks(input(), counting(ran), out);
-  CHECK(ran == 6);
+  CHECK(ran == 12);
+  CHECK(holds_affine(out));
+}
+
+TEST_CASE("finished chunks are recorded during the call, once per flush interval, not only at its end") {
+  temp_dir dir;
+  auto const path = dir / "out.npy";
+  auto const journal = path.string() + ".journal";
+  xjob::parallel sequential({.n_jobs = 1, .backend = "sequential", .batch_size = 1});
+  auto out = xjob::shared_array<double>::resume_npy(path, {rows, cols});
+  std::uintmax_t const fresh = std::filesystem::file_size(journal);
+  std::atomic<std::uintmax_t> seen = 0;
+  // 60 chunks of 10 ms: the journal has grown (plan, then chunks) well
+  // before the last.
+  sequential.map_chunks(
+      input(),
+      [&](auto const& in, auto&& chunk, xjob::chunk_info const& c) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        if (c.index == rows - 1) seen = std::filesystem::file_size(journal);
+        chunk = 2.0 * in + 1.0;
+      },
+      out, {.size = 1});
+  CHECK(seen > fresh + 32);  // more than the plan's record
   CHECK(holds_affine(out));
 }
 

@@ -114,8 +114,9 @@ struct chunk_selection {
 };
 
 // A resumable output's part in a map_chunks call (shared_array::resume_npy):
-// the chunks its journal does not record are run, each written back to disk
-// by its task (see run_chunks), and journaled as their batches finish.
+// the chunks its journal does not record are run, and finished ones are
+// handed to the journal as their batches are reported (which writes them
+// back to disk in groups before it records them; see output_journal).
 struct resumable_output {
   output_journal& journal;
 
@@ -124,43 +125,26 @@ struct resumable_output {
     return journal.start(output_plan{axis, plan.chunk_extent()}, plan.size());
   }
 
-  // Tasks `done` of a call over the chunks `pending` finished: journaled,
-  // one run of neighbouring chunks at a time.
+  // Tasks `done` of a call over the chunks `pending` finished: one run of
+  // neighbouring chunks at a time.
   void chunks_done(std::span<std::size_t const> pending, batch_range done) {
     for (std::size_t task = done.begin; task < done.end;) {
       std::size_t end = task + 1;
       while (end < done.end && pending[end] == pending[end - 1] + 1) ++end;
-      journal.record_done(pending[task], pending[end - 1] + 1);
+      journal.chunks_written(pending[task], pending[end - 1] + 1);
       task = end;
     }
   }
 };
 
-// Writes slices [begin, end) along `axis` of the row-major array at `first`
-// back to disk: for axis 0 exactly their bytes; for another axis the span
-// from their first element to their last.
-template <class Element>
-void write_back_slices(Element const* first, std::span<std::size_t const> shape, std::size_t axis, std::size_t begin,
-                       std::size_t end) {
-  std::size_t inner = 1;  // elements from one slice along axis to the next
-  for (std::size_t d = axis + 1; d < shape.size(); ++d) inner *= shape[d];
-  std::size_t outer = 1;  // blocks of slices before axis
-  for (std::size_t d = 0; d < axis; ++d) outer *= shape[d];
-  if (outer == 0 || inner == 0 || begin == end) return;
-  std::size_t const from = begin * inner;
-  std::size_t const to = (outer - 1) * shape[axis] * inner + end * inner;  // one past the last element
-  write_back(first + from, (to - from) * sizeof(Element));
-}
-
 // One task per chunk: f(in, out), or f(in, out, chunk_info), on views of
 // the chunk, then the output chunk is put back (a no-op for chunks of the
-// output's own memory) and handed to `done(chunk)`. `wrap` turns the output
-// view into what f gets (see output_chunk). `run(runner, count)` runs the
-// tasks: on the parallel object in the caller, on the worker's loop in a
-// warm worker process.
-template <class Run, class Ins, class Outs, class F, class Wrap, class Done>
+// output's own memory). `wrap` turns the output view into what f gets (see
+// output_chunk). `run(runner, count)` runs the tasks: on the parallel object
+// in the caller, on the worker's loop in a warm worker process.
+template <class Run, class Ins, class Outs, class F, class Wrap>
 void run_chunks(Run const& run, chunk_plan const& plan, chunk_selection selection, std::size_t axis, Ins& ins,
-                Outs& outs, F const& f, Wrap wrap, Done const& done, bool streaming = false) {
+                Outs& outs, F const& f, Wrap wrap, bool streaming = false) {
   task_loop loop([&](std::size_t task) {
     std::size_t const i = selection.chunk_of(task);
     chunk const c = plan[i];
@@ -176,7 +160,6 @@ void run_chunks(Run const& run, chunk_plan const& plan, chunk_selection selectio
     // have streamed too, so whether this one did tells nothing).
     if (streaming) fence_streaming_stores();
     outs.put(c.begin, out_held);
-    done(c);
   });
   run(loop, selection.count(plan));
 }
@@ -227,34 +210,28 @@ template <class OutElement>
 
 // Cuts `in` and `out` into the chunks of `plan` and runs f on each pair
 // through `run` (see run_chunks). `streaming`: see streaming_for.
-// `durable`: each chunk is written back to disk before its task completes
-// (the output is a resumable .npy file's row-major view).
 template <class Run, class In, class F, class Out, class InElement, class OutElement>
-void run_chunk_plan(Run const& run, chunk_plan const& plan, chunk_selection selection, bool durable, In const& in,
-                    F const& f, Out&& out,
+void run_chunk_plan(Run const& run, chunk_plan const& plan, chunk_selection selection, In const& in, F const& f,
+                    Out&& out,
                     InElement* in_first, OutElement* out_first, std::size_t axis, bool clear_output,
                     std::optional<bool> streaming_choice) {
   auto const& in_shape = in.shape();
   auto const& out_shape = out.shape();
-  std::vector<std::size_t> const row_major_shape(out_shape.begin(), out_shape.end());
-  auto done = [&](chunk const& c) {
-    if (durable) write_back_slices<OutElement>(out_first, row_major_shape, axis, c.begin, c.end);
-  };
   auto as_is = [](auto&& chunk) { return std::move(chunk); };
   auto no_alias = [](auto&& chunk) { return output_chunk(std::move(chunk)); };
   if (axis == 0 && is_row_major_contiguous(in) && is_row_major_contiguous(out)) {
     contiguous_slabs<InElement, chunk_shape_t<In>> ins(in_first, in_shape, false);
     contiguous_slabs<OutElement, chunk_shape_t<Out>> outs(out_first, out_shape, clear_output);
     if (overlaps(in_first, in.size(), out_first, out.size())) {
-      run_chunks(run, plan, selection, axis, ins, outs, f, as_is, done);
+      run_chunks(run, plan, selection, axis, ins, outs, f, as_is);
     } else if (streaming_choice) {
       streaming_state streaming;
       streaming.learn = *streaming_choice;
       run_chunks(
           run, plan, selection, axis, ins, outs, f,
-          [&streaming](auto&& chunk) { return output_chunk(std::move(chunk), &streaming); }, done, true);
+          [&streaming](auto&& chunk) { return output_chunk(std::move(chunk), &streaming); }, true);
     } else {
-      run_chunks(run, plan, selection, axis, ins, outs, f, no_alias, done);
+      run_chunks(run, plan, selection, axis, ins, outs, f, no_alias);
     }
   } else {
     // f's chunks are copies here, which never overlap each other.
@@ -262,7 +239,7 @@ void run_chunk_plan(Run const& run, chunk_plan const& plan, chunk_selection sele
     if (clear_output) std::fill(out.begin(), out.end(), OutElement{});
     copied_slabs<in_value const, dense_chunk_t<In, in_value>> ins(in_first, in_shape, in.strides(), axis);
     copied_slabs<OutElement, dense_chunk_t<Out, OutElement>> outs(out_first, out_shape, out.strides(), axis);
-    run_chunks(run, plan, selection, axis, ins, outs, f, no_alias, done);
+    run_chunks(run, plan, selection, axis, ins, outs, f, no_alias);
   }
 }
 
@@ -337,16 +314,15 @@ void run_remote_chunks(std::string_view payload, std::span<std::byte* const> map
   bool clear_output = false;
   std::int8_t streaming = -1;
   std::vector<std::size_t> only;
-  bool durable = false;
   decode_values(payload, "a map_chunks call", in_array.mapping, in_array.offset, in_array.shape, in_array.strides,
                 out_array.mapping, out_array.offset, out_array.shape, out_array.strides, axis, extent, chunk_extent,
-                clear_output, streaming, only, durable);
+                clear_output, streaming, only);
   auto in = adapt_remote_array<InElement, InShape>(mappings, in_array);
   auto out = adapt_remote_array<OutElement, OutShape>(mappings, out_array);
   chunk_plan const plan(static_cast<std::size_t>(extent), static_cast<std::size_t>(chunk_extent));
   F const f{};
   run_chunk_plan([&loop](task_runner& runner, std::size_t count) { loop.run(runner, count); }, plan,
-                 chunk_selection{only}, durable, in, f, out,
+                 chunk_selection{only}, in, f, out,
                  static_cast<InElement*>(in.data()), static_cast<OutElement*>(out.data()),
                  static_cast<std::size_t>(axis), clear_output,
                  streaming < 0 ? std::nullopt : std::optional<bool>(streaming != 0));
@@ -359,8 +335,7 @@ template <class F, class In, class Out, class InElement, class OutElement>
                                                             shared_mapping_location const& in_at,
                                                             OutElement* out_first, std::size_t axis,
                                                             chunk_plan const& plan, chunk_selection selection,
-                                                            bool durable, bool clear_output,
-                                                            std::optional<bool> streaming) {
+                                                            bool clear_output, std::optional<bool> streaming) {
   std::optional<shared_mapping_location> const out_at = find_array_mapping(out, out_first);
   if (!out_at || !out_at->mapping.writable) return std::nullopt;
   remote_form form;
@@ -377,7 +352,7 @@ template <class F, class In, class Out, class InElement, class OutElement>
                 out_array.offset, out_array.shape, out_array.strides, static_cast<std::uint64_t>(axis),
                 static_cast<std::uint64_t>(plan.extent()), static_cast<std::uint64_t>(plan.chunk_extent()),
                 clear_output, static_cast<std::int8_t>(!streaming ? -1 : *streaming ? 1 : 0),
-                std::vector<std::size_t>(selection.only.begin(), selection.only.end()), durable);
+                std::vector<std::size_t>(selection.only.begin(), selection.only.end()));
   return form;
 }
 
@@ -430,7 +405,6 @@ void map_chunks_into(parallel const& par, In const& in, F const& f, Out&& out, c
       on_done = [&](batch_range done) { resume->chunks_done(pending, done); };
     }
     chunk_selection const selection{pending};
-    bool const durable = resume != nullptr;
     std::optional<bool> const streaming = streaming_for<out_element_type>(par, out.size() * sizeof(out_element_type));
     auto run_on = [&](remote_form const* remote) {
       return [&par, remote, &on_done](task_runner& runner, std::size_t count) {
@@ -447,14 +421,14 @@ void map_chunks_into(parallel const& par, In const& in, F const& f, Out&& out, c
           return;
         }
         if (std::optional<remote_form> remote = remote_chunks_form<F, In, Out, in_element_type>(
-                in, out, *in_at, out_first, how.axis, plan, selection, durable, clear_output, streaming)) {
-          run_chunk_plan(run_on(&*remote), plan, selection, durable, in, f, std::forward<Out>(out), in_first, out_first,
+                in, out, *in_at, out_first, how.axis, plan, selection, clear_output, streaming)) {
+          run_chunk_plan(run_on(&*remote), plan, selection, in, f, std::forward<Out>(out), in_first, out_first,
                          how.axis, clear_output, streaming);
           return;
         }
       }
     }
-    run_chunk_plan(run_on(nullptr), plan, selection, durable, in, f, std::forward<Out>(out), in_first, out_first, how.axis,
+    run_chunk_plan(run_on(nullptr), plan, selection, in, f, std::forward<Out>(out), in_first, out_first, how.axis,
                    clear_output, streaming);
   }
 }
@@ -497,7 +471,14 @@ void run_map_chunks_into(map_chunks_hook, parallel const& par, Input const& inpu
       std::optional<output_plan> const recorded = journal->plan();
       if (!adopted.size && !par.options().chunk_size && recorded && recorded->axis == how.axis)
         adopted.size = recorded->chunk_extent;
-      map_chunks_into(par, in, f, output.view(), adopted, false, &resume);
+      try {
+        map_chunks_into(par, in, f, output.view(), adopted, false, &resume);
+      } catch (...) {
+        // A failed or stopped call keeps what it finished for the rerun
+        // (the commit makes a successful one durable whole).
+        journal->flush_quietly();
+        throw;
+      }
     } else {
       map_chunks_into(par, in, f, output.view(), how, false);
     }

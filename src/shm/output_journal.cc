@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <set>
 #include <span>
@@ -143,6 +144,17 @@ class held_journals {
 
 // With the process's id: a forked child inherits the set but not the
 // locks, so its parent's entries must not count for it.
+std::chrono::milliseconds flush_interval_from_environment() {
+  char const* text = std::getenv("XJOB_JOURNAL_INTERVAL_MS");
+  if (text == nullptr || *text == '\0') return output_journal::default_flush_interval;
+  errno = 0;
+  char* end = nullptr;
+  long const value = std::strtol(text, &end, 10);
+  if (*end != '\0' || errno != 0 || value < 0)
+    throw invalid_argument(fmt::format("XJOB_JOURNAL_INTERVAL_MS must be a count of milliseconds, got '{}'", text));
+  return std::chrono::milliseconds(value);
+}
+
 std::string journal_key(std::filesystem::path const& path) {
   std::error_code ignored;
   return fmt::format("{}:{}", getpid(), std::filesystem::weakly_canonical(std::filesystem::absolute(path), ignored).string());
@@ -151,10 +163,16 @@ std::string journal_key(std::filesystem::path const& path) {
 }  // namespace
 
 output_journal::~output_journal() {
+  if (data_fd_ >= 0) ::close(data_fd_);
   if (fd_ >= 0) {
     ::close(fd_);
     held_journals::instance().drop(journal_key(path_));
   }
+}
+
+void output_journal::open_data(std::filesystem::path const& partial_path) {
+  data_fd_ = move_above_stdio(::open(partial_path.c_str(), O_RDWR | O_CLOEXEC));
+  if (data_fd_ < 0) throw_errno(errno, fmt::format("cannot open {}", partial_path.string()));
 }
 
 std::optional<output_plan> output_journal::plan() const {
@@ -184,6 +202,7 @@ std::vector<std::size_t> output_journal::start(output_plan const& plan, std::siz
     if (fdatasync(fd_) != 0) throw_errno(errno, fmt::format("cannot write the journal {} back to disk", path_.string()));
     plan_ = plan;
   }
+  last_flush_ = std::chrono::steady_clock::now();  // the interval runs from the call's start
   std::vector<bool> done(chunk_count, false);
   for (auto const& [first, end] : done_)
     for (std::uint64_t c = first; c < std::min<std::uint64_t>(end, chunk_count); ++c) done[c] = true;
@@ -193,16 +212,65 @@ std::vector<std::size_t> output_journal::start(output_plan const& plan, std::siz
   return pending;
 }
 
-void output_journal::record_done(std::size_t first, std::size_t end) {
-  if (first >= end) return;
-  std::lock_guard lock(mutex_);
-  if (complete()) return;
+void output_journal::append_done(std::size_t first, std::size_t end) {
   record r{done_record, first, end, 0};
   r.check = checksum(header_key_, r);
-  // No fsync: the chunk's data are on disk already, so losing this record
-  // to a power cut only runs the chunk again.
+  // No fsync: the chunks' data are on disk already, so losing this record
+  // to a power cut only runs them again.
   write_all(fd_, &r, sizeof r, lseek(fd_, 0, SEEK_END), path_);
   done_.emplace_back(first, end);
+}
+
+void output_journal::chunks_written(std::size_t first, std::size_t end) {
+  if (first >= end) return;
+  {
+    std::lock_guard lock(mutex_);
+    if (complete()) return;
+    if (!written_.empty() && written_.back().second == first) {
+      written_.back().second = end;
+    } else {
+      written_.emplace_back(first, end);
+    }
+    if (std::chrono::steady_clock::now() - last_flush_ < flush_interval_) return;
+  }
+  // Due: this thread writes back, unless another is doing it already (it
+  // will take these chunks next time).
+  std::unique_lock flushing(flush_mutex_, std::try_to_lock);
+  if (flushing.owns_lock()) flush_held();
+}
+
+void output_journal::flush() {
+  std::lock_guard flushing(flush_mutex_);
+  flush_held();
+}
+
+void output_journal::flush_quietly() noexcept {
+  try {
+    flush();
+  } catch (...) {
+    // Its chunks run again in the next run.
+  }
+}
+
+void output_journal::flush_held() {
+  std::vector<std::pair<std::size_t, std::size_t>> group;
+  {
+    std::lock_guard lock(mutex_);
+    if (complete()) return;
+    group.swap(written_);
+    last_flush_ = std::chrono::steady_clock::now();
+  }
+  if (group.empty()) return;
+  // Every chunk in `group` was written before it was reported, so before
+  // this begins: written back with the rest of the file's dirty pages.
+  if (fdatasync(data_fd_) != 0) {
+    int const code = errno;
+    std::lock_guard lock(mutex_);
+    written_.insert(written_.begin(), group.begin(), group.end());
+    throw_errno(code, fmt::format("cannot write {}.partial back to disk", (path_.parent_path() / path_.stem()).string()));
+  }
+  std::lock_guard lock(mutex_);
+  for (auto const& [first, end] : group) append_done(first, end);
 }
 
 void output_journal::finish() noexcept {
@@ -211,6 +279,9 @@ void output_journal::finish() noexcept {
   ::unlink(path_.c_str());
   ::close(fd_);
   fd_ = -1;
+  if (data_fd_ >= 0) ::close(data_fd_);
+  data_fd_ = -1;
+  written_.clear();
   held_journals::instance().drop(journal_key(path_));
 }
 
@@ -274,6 +345,7 @@ resumed_npy resumed_npy::open(std::filesystem::path const& path, std::string con
   }
 
   output_journal& journal = *resumed.journal;
+  journal.flush_interval_ = flush_interval_from_environment();
   journal.fd_ = lock_journal(path, journal_path).release();
   journal.path_ = journal_path;
   journal.descr_ = descr;
@@ -290,6 +362,7 @@ resumed_npy resumed_npy::open(std::filesystem::path const& path, std::string con
           path.string(), describe_array(header->descr, header->shape), describe_array(descr, shape),
           partial_path.string(), journal_path.string()));
     resumed.region = mapped_region::open_resumable_file(path, partial_path);
+    journal.open_data(partial_path);
     std::span<std::byte const> const bytes(resumed.region.base(), resumed.region.length());
     npy_header_info info = parse_npy_header(partial_path, bytes);
     check_npy_layout(partial_path, info, descr, element_bytes, bytes.size());
@@ -326,6 +399,7 @@ resumed_npy resumed_npy::open(std::filesystem::path const& path, std::string con
       throw_errno(errno, fmt::format("cannot empty the journal {}", journal_path.string()));
     std::string const npy = npy_header(descr, shape);
     resumed.region = mapped_region::create_resumable_file(path, partial_path, npy, data_bytes);
+    journal.open_data(partial_path);
     resumed.data_offset = npy.size();
     write_all(journal.fd_, expected_header.data(), expected_header.size(), 0, journal_path);
     if (fdatasync(journal.fd_) != 0)

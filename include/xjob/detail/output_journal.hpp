@@ -1,11 +1,13 @@
 // A resumable .npy output (shared_array::resume_npy): the unfinished file
 // `<path>.partial` and its journal `<path>.journal`, which records the plan
 // (shape, dtype, chunked axis, chunk extent) and the chunks whose data are
-// durable. A chunk is journaled only after its bytes were written back
-// (msync), and every journal record carries a checksum, so neither a SIGKILL
-// nor a power cut at any moment leaves a chunk recorded that is not on disk.
+// durable. A chunk is journaled only after the file was written back
+// (fdatasync) with it, and every journal record carries a checksum, so
+// neither a SIGKILL nor a power cut at any moment leaves a chunk recorded
+// that is not on disk.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
@@ -49,9 +51,23 @@ class output_journal {
   // order. Throws xjob::invalid_argument naming both plans if they differ.
   [[nodiscard]] std::vector<std::size_t> start(output_plan const& plan, std::size_t chunk_count);
 
-  // Records chunks [first, end) as done; their data must be durable already.
-  // Throws std::system_error if the journal cannot be written.
-  void record_done(std::size_t first, std::size_t end);
+  // Chunks [first, end) were written (into the mapping). They are recorded
+  // in groups: once the flush interval has passed since the last group, the
+  // thread that reports chunks writes the file back to disk (fdatasync),
+  // then records every chunk reported before that began. So a chunk is
+  // recorded only once its data are durable, at a cost of one write-back
+  // per interval, not per chunk. Throws std::system_error if the file or
+  // the journal cannot be written.
+  void chunks_written(std::size_t first, std::size_t end);
+  // Writes back and records every chunk reported so far.
+  void flush();
+  // The same, ignoring errors (a call that failed already).
+  void flush_quietly() noexcept;
+
+  // How long chunks may wait to be recorded: what a killed run may lose
+  // beyond the chunks that were running. XJOB_JOURNAL_INTERVAL_MS sets
+  // another (0: at every report), for experiments and tests.
+  static constexpr std::chrono::milliseconds default_flush_interval{250};
 
   // After the output was committed: deletes the journal and unlocks it.
   void finish() noexcept;
@@ -60,8 +76,20 @@ class output_journal {
   friend struct resumed_npy;
   std::string describe(output_plan const& plan) const;
 
+  // Appends a record of chunks [first, end); mutex_ held.
+  void append_done(std::size_t first, std::size_t end);
+  // flush(), flush_mutex_ held.
+  void flush_held();
+  // Opens the .partial file whose data chunks_written writes back.
+  void open_data(std::filesystem::path const& partial_path);
+
   mutable std::mutex mutex_;
+  std::mutex flush_mutex_;  // one write-back at a time
   int fd_ = -1;
+  int data_fd_ = -1;  // the .partial file, written back before chunks are recorded
+  std::vector<std::pair<std::size_t, std::size_t>> written_;  // reported, not yet recorded
+  std::chrono::steady_clock::time_point last_flush_ = std::chrono::steady_clock::now();
+  std::chrono::milliseconds flush_interval_ = default_flush_interval;
   std::filesystem::path path_;
   std::string descr_;
   std::vector<std::size_t> shape_;
