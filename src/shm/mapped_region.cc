@@ -222,11 +222,12 @@ mode_t current_umask() {
 // Hands `fd` to the registry; should that fail (out of memory), the mapping
 // still works in this process and its workers forked per call, and only
 // warm workers cannot be given it.
-void register_mapping(std::byte* base, std::size_t length, int fd, bool writable) noexcept {
+void register_mapping(std::byte* base, std::size_t length, unique_fd fd, bool writable) noexcept {
   try {
-    (void)region_cache::instance().add(base, length, fd, writable);
+    (void)region_cache::instance().add(base, length, fd.get(), writable);
+    (void)fd.release();  // the registry's now
   } catch (...) {
-    ::close(fd);
+    // fd closes here.
   }
 }
 
@@ -292,25 +293,24 @@ mapped_region mapped_region::anonymous(std::size_t bytes, region_fill fill) {
   region.mapped_length_ = length;
   // The descriptor stays open with the mapping, for workers that started
   // before it (see find_shared_mapping).
-  register_mapping(region.base_, length, fd.release(), true);
+  register_mapping(region.base_, length, std::move(fd), true);
   return region;
 }
 
 mapped_region mapped_region::create_file(std::filesystem::path const& final_path, std::string const& header,
                                          std::size_t data_bytes) {
   std::string partial = final_path.string() + ".XXXXXX.partial";
-  int const fd = move_above_stdio(mkostemps(partial.data(), 8, O_CLOEXEC));
-  if (fd < 0) throw_errno(errno, fmt::format("cannot create {}", partial));
-  return fill_new_file(fd, final_path, partial, header, data_bytes);
+  unique_fd fd(move_above_stdio(mkostemps(partial.data(), 8, O_CLOEXEC)));
+  if (!fd) throw_errno(errno, fmt::format("cannot create {}", partial));
+  return fill_new_file(std::move(fd), final_path, partial, header, data_bytes);
 }
 
 mapped_region mapped_region::create_resumable_file(std::filesystem::path const& final_path,
                                                    std::filesystem::path const& partial_path,
                                                    std::string const& header, std::size_t data_bytes) {
-  int const fd =
-      move_above_stdio(::open(partial_path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0666));
-  if (fd < 0) throw_errno(errno, fmt::format("cannot create {}", partial_path.string()));
-  mapped_region region = fill_new_file(fd, final_path, partial_path, header, data_bytes);
+  unique_fd fd(move_above_stdio(::open(partial_path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0666)));
+  if (!fd) throw_errno(errno, fmt::format("cannot create {}", partial_path.string()));
+  mapped_region region = fill_new_file(std::move(fd), final_path, partial_path, header, data_bytes);
   region.resumable_ = true;
   // The header and the reserved blocks on disk before any chunk is
   // journaled: a chunk's sync writes back its data, not the file's size.
@@ -319,7 +319,7 @@ mapped_region mapped_region::create_resumable_file(std::filesystem::path const& 
   return region;
 }
 
-mapped_region mapped_region::fill_new_file(int fd, std::filesystem::path const& final_path,
+mapped_region mapped_region::fill_new_file(unique_fd fd, std::filesystem::path const& final_path,
                                            std::filesystem::path const& partial_path, std::string const& header,
                                            std::size_t data_bytes) {
   std::string const partial = partial_path.string();
@@ -327,31 +327,28 @@ mapped_region mapped_region::fill_new_file(int fd, std::filesystem::path const& 
   region.final_path_ = final_path;
   region.partial_path_ = partial_path;
   region.committed_ = false;  // from here on, release() deletes the file
-  auto fail = [&](int code, std::string const& what) {
-    ::close(fd);
-    throw_errno(code, what);
-  };
+  auto fail = [](int code, std::string const& what) { throw_errno(code, what); };
 
   // mkostemps makes 0600 files; give the result the mode open(2) would.
-  if (fchmod(fd, 0666 & ~current_umask()) != 0) fail(errno, fmt::format("cannot set the mode of {}", partial));
+  if (fchmod(fd.get(), 0666 & ~current_umask()) != 0) fail(errno, fmt::format("cannot set the mode of {}", partial));
   std::size_t const total = header.size() + data_bytes;
   // Reserve every block now: writing through a mapping into a file that
   // cannot grow would be a SIGBUS, far from here and with nothing to say.
-  if (int const code = posix_fallocate(fd, 0, static_cast<off_t>(total)); code != 0)
+  if (int const code = posix_fallocate(fd.get(), 0, static_cast<off_t>(total)); code != 0)
     fail(code, fmt::format("cannot reserve {} bytes for {}", total, final_path.string()));
   for (std::size_t written = 0; written < header.size();) {
-    ssize_t const n = pwrite(fd, header.data() + written, header.size() - written, static_cast<off_t>(written));
+    ssize_t const n = pwrite(fd.get(), header.data() + written, header.size() - written, static_cast<off_t>(written));
     if (n < 0) {
       if (errno == EINTR) continue;
       fail(errno, fmt::format("cannot write the header of {}", partial));
     }
     written += static_cast<std::size_t>(n);
   }
-  void* base = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  void* base = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
   if (base == MAP_FAILED) fail(errno, fmt::format("cannot map {}", partial));
   region.base_ = static_cast<std::byte*>(base);
   region.length_ = region.mapped_length_ = total;
-  register_mapping(region.base_, total, fd, true);
+  register_mapping(region.base_, total, std::move(fd), true);
   return region;
 }
 
@@ -367,36 +364,30 @@ mapped_region mapped_region::open_resumable_file(std::filesystem::path const& fi
 
 mapped_region mapped_region::open_file(std::filesystem::path const& path, region_access access) {
   bool const writable = access == region_access::read_write;
-  int const fd = move_above_stdio(::open(path.c_str(), (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC));
-  if (fd < 0) throw npy_error(path, "cannot open", std::error_code(errno, std::generic_category()));
+  unique_fd fd(move_above_stdio(::open(path.c_str(), (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC)));
+  if (!fd) throw npy_error(path, "cannot open", std::error_code(errno, std::generic_category()));
   struct stat info {};
-  if (fstat(fd, &info) != 0) {
-    int const code = errno;
-    ::close(fd);
-    throw npy_error(path, "cannot stat", std::error_code(code, std::generic_category()));
-  }
-  if (!S_ISREG(info.st_mode) || info.st_size == 0) {
-    ::close(fd);
+  if (fstat(fd.get(), &info) != 0) throw npy_error(path, "cannot stat", std::error_code(errno, std::generic_category()));
+  if (!S_ISREG(info.st_mode) || info.st_size == 0)
     throw npy_error(path, info.st_size == 0 ? "the file is empty, not a .npy file" : "not a regular file");
-  }
-  mapped_region region = map_whole(fd, static_cast<std::size_t>(info.st_size), writable);
+  mapped_region region = map_whole(std::move(fd), static_cast<std::size_t>(info.st_size), writable);
   if (region.base_ == nullptr) throw npy_error(path, "cannot map", std::error_code(errno, std::generic_category()));
   region.final_path_ = path;
   return region;
 }
 
-mapped_region mapped_region::map_whole(int fd, std::size_t length, bool writable) noexcept {
+mapped_region mapped_region::map_whole(unique_fd fd, std::size_t length, bool writable) noexcept {
   mapped_region region;
-  void* base = mmap(nullptr, length, writable ? PROT_READ | PROT_WRITE : PROT_READ, MAP_SHARED, fd, 0);
+  void* base = mmap(nullptr, length, writable ? PROT_READ | PROT_WRITE : PROT_READ, MAP_SHARED, fd.get(), 0);
   if (base == MAP_FAILED) {
     int const code = errno;
-    ::close(fd);
+    fd.reset();
     errno = code;
     return region;
   }
   region.base_ = static_cast<std::byte*>(base);
   region.length_ = region.mapped_length_ = length;
-  register_mapping(region.base_, length, fd, writable);
+  register_mapping(region.base_, length, std::move(fd), writable);
   return region;
 }
 
@@ -422,8 +413,8 @@ mapped_region mapped_region::attach(std::string_view name, region_access access)
     throw fail("not a name of the form xjob-region:<pid>:<fd>:<inode>");
   bool const writable = access == region_access::read_write;
   std::string const path = fmt::format("/proc/{}/fd/{}", pid, fd_number);
-  int const fd = move_above_stdio(::open(path.c_str(), (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC));
-  if (fd < 0) {
+  unique_fd fd(move_above_stdio(::open(path.c_str(), (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC)));
+  if (!fd) {
     int const code = errno;
     if (code == ENOENT)
       throw fail(fmt::format("process {} is gone or no longer holds it (no {}); a shared array travels by name, so "
@@ -432,13 +423,12 @@ mapped_region mapped_region::attach(std::string_view name, region_access access)
     throw fail(fmt::format("{}: {}", path, std::strerror(code)));
   }
   struct stat info {};
-  if (fstat(fd, &info) != 0 || info.st_ino != inode || !S_ISREG(info.st_mode) || info.st_size <= 0) {
-    ::close(fd);
+  if (fstat(fd.get(), &info) != 0 || info.st_ino != inode || !S_ISREG(info.st_mode) || info.st_size <= 0) {
     throw fail(fmt::format("descriptor {} of process {} is another file now (the array it named was freed)",
                            fd_number, pid));
   }
   auto const length = static_cast<std::size_t>(info.st_size);
-  mapped_region region = map_whole(fd, length, writable);
+  mapped_region region = map_whole(std::move(fd), length, writable);
   if (region.base_ == nullptr) throw_errno(errno, fmt::format("cannot map {} bytes of an attached shared array", length));
   region.attached_ = true;
   return region;

@@ -15,6 +15,8 @@
 
 namespace xjob::detail {
 
+class unique_fd;  // src/core/fd.hpp: the owning descriptor of the implementation
+
 enum class region_fill { zeroed, unspecified };
 enum class region_access { read_only, read_write };
 
@@ -82,9 +84,9 @@ class mapped_region {
  private:
   // All `length` bytes of `fd` mapped shared and registered (which then
   // owns fd); on failure fd is closed and the region is empty, errno set.
-  static mapped_region map_whole(int fd, std::size_t length, bool writable) noexcept;
+  static mapped_region map_whole(unique_fd fd, std::size_t length, bool writable) noexcept;
   // Writes `header` into the new file `fd`, reserves its data and maps it.
-  static mapped_region fill_new_file(int fd, std::filesystem::path const& final_path,
+  static mapped_region fill_new_file(unique_fd fd, std::filesystem::path const& final_path,
                                      std::filesystem::path const& partial_path, std::string const& header,
                                      std::size_t data_bytes);
   void release() noexcept;
