@@ -312,10 +312,10 @@ mapped_region mapped_region::create_resumable_file(std::filesystem::path const& 
   if (!fd) throw_errno(errno, fmt::format("cannot create {}", partial_path.string()));
   mapped_region region = fill_new_file(std::move(fd), final_path, partial_path, header, data_bytes);
   region.resumable_ = true;
-  // The header and the reserved blocks on disk before any chunk is
-  // journaled: a chunk's sync writes back its data, not the file's size.
-  if (fsync(find_shared_mapping(region.base_, region.length_)->mapping.fd) != 0)
-    throw_errno(errno, fmt::format("cannot write {} back to disk", partial_path.string()));
+  // The header, the size and the reserved blocks on disk before any chunk
+  // is journaled (msync MS_SYNC is an fdatasync of the range: the data and
+  // the metadata needed to read them).
+  write_back(region.base_, region.length_);
   return region;
 }
 
@@ -440,8 +440,6 @@ void mapped_region::commit() {
     // Durable before it is complete: a power cut after the rename must
     // not leave a complete-looking file with data that never reached disk.
     write_back(base_, length_);
-    if (fsync(find_shared_mapping(base_, length_)->mapping.fd) != 0)
-      throw_errno(errno, fmt::format("cannot write {} back to disk", partial_path_.string()));
   }
   if (::rename(partial_path_.c_str(), final_path_.c_str()) != 0)
     throw_errno(errno, fmt::format("cannot rename {} to {}", partial_path_.string(), final_path_.string()));
