@@ -28,6 +28,9 @@ std::vector<xjob::batch_range> run_logged(std::size_t tasks, xjob::batch_call::s
                                           std::chrono::nanoseconds task_time = {}) {
   batch_log log;
   settings.on_batch_done = [&log](xjob::batch_range r) { log.add(r); };
+  // Whole batches by the call's end: an urgent listener would make the
+  // workers run each batch task by task and report parts of it.
+  settings.batch_done_is_urgent = false;
   xjob::detail::task_loop loop([task_time](std::size_t) {
     if (task_time.count() > 0) {
       auto const until = std::chrono::steady_clock::now() + task_time;
