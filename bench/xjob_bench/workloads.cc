@@ -1,13 +1,11 @@
 // The workloads of xjob-bench and their variants: xjob's backends and
 // process pools, the raw baselines (plain loop, oneTBB, OpenMP, std::thread,
 // STREAM-like bandwidth), and the same work through joblib.
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <bit>
-#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstddef>
@@ -20,7 +18,6 @@
 #include <optional>
 #include <ranges>
 #include <stdexcept>
-#include <system_error>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -427,12 +424,7 @@ class map_workload : public workload {
       file = kind == map_output::resumable_npy ? xjob::shared_array<double>::resume_npy(path, {n_})
                                                : xjob::shared_array<double>::create_npy(path, {n_});
       body(file);
-      if (write_back) {
-        auto const first = reinterpret_cast<std::uintptr_t>(file.data()) / 4096 * 4096;
-        auto const end = reinterpret_cast<std::uintptr_t>(file.data() + file.size());
-        if (msync(reinterpret_cast<void*>(first), end - first, MS_SYNC) != 0)
-          throw std::system_error(errno, std::generic_category(), "msync");
-      }
+      if (write_back) xjob::detail::write_back(file.data(), file.bytes());
       file.commit();
     });
     run_result const out = finish(who, seconds, file.data(), tasks, expected);

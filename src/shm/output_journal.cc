@@ -163,16 +163,10 @@ std::string journal_key(std::filesystem::path const& path) {
 }  // namespace
 
 output_journal::~output_journal() {
-  if (data_fd_ >= 0) ::close(data_fd_);
   if (fd_ >= 0) {
     ::close(fd_);
     held_journals::instance().drop(journal_key(path_));
   }
-}
-
-void output_journal::open_data(std::filesystem::path const& partial_path) {
-  data_fd_ = move_above_stdio(::open(partial_path.c_str(), O_RDWR | O_CLOEXEC));
-  if (data_fd_ < 0) throw_errno(errno, fmt::format("cannot open {}", partial_path.string()));
 }
 
 std::optional<output_plan> output_journal::plan() const {
@@ -262,12 +256,14 @@ void output_journal::flush_held() {
   }
   if (group.empty()) return;
   // Every chunk in `group` was written before it was reported, so before
-  // this begins: written back with the rest of the file's dirty pages.
-  if (fdatasync(data_fd_) != 0) {
-    int const code = errno;
+  // this begins: written back with the rest of the file's dirty pages,
+  // whichever process's mapping dirtied them.
+  try {
+    write_back(data_, data_bytes_);
+  } catch (...) {
     std::lock_guard lock(mutex_);
     written_.insert(written_.begin(), group.begin(), group.end());
-    throw_errno(code, fmt::format("cannot write {}.partial back to disk", (path_.parent_path() / path_.stem()).string()));
+    throw;
   }
   std::lock_guard lock(mutex_);
   for (auto const& [first, end] : group) append_done(first, end);
@@ -279,8 +275,6 @@ void output_journal::finish() noexcept {
   ::unlink(path_.c_str());
   ::close(fd_);
   fd_ = -1;
-  if (data_fd_ >= 0) ::close(data_fd_);
-  data_fd_ = -1;
   written_.clear();
   held_journals::instance().drop(journal_key(path_));
 }
@@ -362,7 +356,6 @@ resumed_npy resumed_npy::open(std::filesystem::path const& path, std::string con
           path.string(), describe_array(header->descr, header->shape), describe_array(descr, shape),
           partial_path.string(), journal_path.string()));
     resumed.region = mapped_region::open_resumable_file(path, partial_path);
-    journal.open_data(partial_path);
     std::span<std::byte const> const bytes(resumed.region.base(), resumed.region.length());
     npy_header_info info = parse_npy_header(partial_path, bytes);
     check_npy_layout(partial_path, info, descr, element_bytes, bytes.size());
@@ -387,6 +380,8 @@ resumed_npy resumed_npy::open(std::filesystem::path const& path, std::string con
     }
     if (at != text.size() && ftruncate(journal.fd_, static_cast<off_t>(at)) != 0)
       throw_errno(errno, fmt::format("cannot cut the torn end off the journal {}", journal_path.string()));
+    journal.data_ = resumed.region.base();
+    journal.data_bytes_ = resumed.region.length();
     return resumed;
   }
 
@@ -399,7 +394,6 @@ resumed_npy resumed_npy::open(std::filesystem::path const& path, std::string con
       throw_errno(errno, fmt::format("cannot empty the journal {}", journal_path.string()));
     std::string const npy = npy_header(descr, shape);
     resumed.region = mapped_region::create_resumable_file(path, partial_path, npy, data_bytes);
-    journal.open_data(partial_path);
     resumed.data_offset = npy.size();
     write_all(journal.fd_, expected_header.data(), expected_header.size(), 0, journal_path);
     if (fdatasync(journal.fd_) != 0)
@@ -411,6 +405,8 @@ resumed_npy resumed_npy::open(std::filesystem::path const& path, std::string con
     throw;
   }
   journal.header_key_ = text_key(expected_header);
+  journal.data_ = resumed.region.base();
+  journal.data_bytes_ = resumed.region.length();
   return resumed;
 }
 

@@ -2,7 +2,7 @@
 // `<path>.partial` and its journal `<path>.journal`, which records the plan
 // (shape, dtype, chunked axis, chunk extent) and the chunks whose data are
 // durable. A chunk is journaled only after the file was written back
-// (fdatasync) with it, and every journal record carries a checksum, so
+// (msync MS_SYNC, an fdatasync of the file) with it, and every journal record carries a checksum, so
 // neither a SIGKILL nor a power cut at any moment leaves a chunk recorded
 // that is not on disk.
 #pragma once
@@ -53,7 +53,7 @@ class output_journal {
 
   // Chunks [first, end) were written (into the mapping). They are recorded
   // in groups: once the flush interval has passed since the last group, the
-  // thread that reports chunks writes the file back to disk (fdatasync),
+  // thread that reports chunks writes the file back to disk (write_back),
   // then records every chunk reported before that began. So a chunk is
   // recorded only once its data are durable, at a cost of one write-back
   // per interval, not per chunk. Throws std::system_error if the file or
@@ -80,13 +80,14 @@ class output_journal {
   void append_done(std::size_t first, std::size_t end);
   // flush(), flush_mutex_ held.
   void flush_held();
-  // Opens the .partial file whose data chunks_written writes back.
-  void open_data(std::filesystem::path const& partial_path);
 
   mutable std::mutex mutex_;
   std::mutex flush_mutex_;  // one write-back at a time
   int fd_ = -1;
-  int data_fd_ = -1;  // the .partial file, written back before chunks are recorded
+  // The .partial file's mapping (the array's, which outlives its journal),
+  // written back before chunks are recorded.
+  std::byte const* data_ = nullptr;
+  std::size_t data_bytes_ = 0;
   std::vector<std::pair<std::size_t, std::size_t>> written_;  // reported, not yet recorded
   std::chrono::steady_clock::time_point last_flush_ = std::chrono::steady_clock::now();
   std::chrono::milliseconds flush_interval_ = default_flush_interval;
