@@ -36,6 +36,18 @@ unique_fd create_memfd(char const* name, std::size_t bytes) {
   return fd;
 }
 
+void write_all_at(int fd, void const* data, std::size_t bytes, std::size_t at, std::string const& what) {
+  auto const* p = static_cast<char const*>(data);
+  for (std::size_t written = 0; written < bytes;) {
+    ssize_t const n = pwrite(fd, p + written, bytes - written, static_cast<off_t>(at + written));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw_errno(errno, what);
+    }
+    written += static_cast<std::size_t>(n);
+  }
+}
+
 void make_socket_pair(int type, unique_fd& first, unique_fd& second, std::string const& what_for) {
   int fds[2];
   if (socketpair(AF_UNIX, type | SOCK_CLOEXEC, 0, fds) != 0)

@@ -63,6 +63,10 @@ class unique_fd {
 // pair for <what_for>".
 void make_socket_pair(int type, unique_fd& first, unique_fd& second, std::string const& what_for);
 
+// Writes all `bytes` from `data` at offset `at` of the file `fd` (pwrite,
+// again after a short write or EINTR). Throws std::system_error "<what>".
+void write_all_at(int fd, void const* data, std::size_t bytes, std::size_t at, std::string const& what);
+
 // System calls that fail are reported with detail::throw_errno
 // (<xjob/errors.hpp>).
 

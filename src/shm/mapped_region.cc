@@ -327,25 +327,16 @@ mapped_region mapped_region::fill_new_file(unique_fd fd, std::filesystem::path c
   region.final_path_ = final_path;
   region.partial_path_ = partial_path;
   region.committed_ = false;  // from here on, release() deletes the file
-  auto fail = [](int code, std::string const& what) { throw_errno(code, what); };
-
   // mkostemps makes 0600 files; give the result the mode open(2) would.
-  if (fchmod(fd.get(), 0666 & ~current_umask()) != 0) fail(errno, fmt::format("cannot set the mode of {}", partial));
+  if (fchmod(fd.get(), 0666 & ~current_umask()) != 0) throw_errno(errno, fmt::format("cannot set the mode of {}", partial));
   std::size_t const total = header.size() + data_bytes;
   // Reserve every block now: writing through a mapping into a file that
   // cannot grow would be a SIGBUS, far from here and with nothing to say.
   if (int const code = posix_fallocate(fd.get(), 0, static_cast<off_t>(total)); code != 0)
-    fail(code, fmt::format("cannot reserve {} bytes for {}", total, final_path.string()));
-  for (std::size_t written = 0; written < header.size();) {
-    ssize_t const n = pwrite(fd.get(), header.data() + written, header.size() - written, static_cast<off_t>(written));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      fail(errno, fmt::format("cannot write the header of {}", partial));
-    }
-    written += static_cast<std::size_t>(n);
-  }
+    throw_errno(code, fmt::format("cannot reserve {} bytes for {}", total, final_path.string()));
+  write_all_at(fd.get(), header.data(), header.size(), 0, fmt::format("cannot write the header of {}", partial));
   void* base = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
-  if (base == MAP_FAILED) fail(errno, fmt::format("cannot map {}", partial));
+  if (base == MAP_FAILED) throw_errno(errno, fmt::format("cannot map {}", partial));
   region.base_ = static_cast<std::byte*>(base);
   region.length_ = region.mapped_length_ = total;
   register_mapping(region.base_, total, std::move(fd), true);

@@ -102,18 +102,6 @@ std::string read_all(int fd) {
   }
 }
 
-void write_all(int fd, void const* data, std::size_t bytes, off_t at, std::filesystem::path const& path) {
-  auto const* p = static_cast<char const*>(data);
-  for (std::size_t written = 0; written < bytes;) {
-    ssize_t const n = pwrite(fd, p + written, bytes - written, at + static_cast<off_t>(written));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      throw_errno(errno, fmt::format("cannot write the journal {}", path.string()));
-    }
-    written += static_cast<std::size_t>(n);
-  }
-}
-
 std::string describe_array(std::string_view descr, std::span<std::size_t const> shape) {
   return fmt::format("shape {}, dtype {}", format_shape(shape), descr);
 }
@@ -192,7 +180,7 @@ std::vector<std::size_t> output_journal::start(output_plan const& plan, std::siz
   if (!plan_) {
     record r{plan_record, plan.axis, plan.chunk_extent, 0};
     r.check = checksum(header_key_, r);
-    write_all(fd_, &r, sizeof r, lseek(fd_, 0, SEEK_END), path_);
+    write_all_at(fd_, &r, sizeof r, static_cast<std::size_t>(lseek(fd_, 0, SEEK_END)), "cannot write the journal " + path_.string());
     if (fdatasync(fd_) != 0) throw_errno(errno, fmt::format("cannot write the journal {} back to disk", path_.string()));
     plan_ = plan;
   }
@@ -211,7 +199,7 @@ void output_journal::append_done(std::size_t first, std::size_t end) {
   r.check = checksum(header_key_, r);
   // No fsync: the chunks' data are on disk already, so losing this record
   // to a power cut only runs them again.
-  write_all(fd_, &r, sizeof r, lseek(fd_, 0, SEEK_END), path_);
+  write_all_at(fd_, &r, sizeof r, static_cast<std::size_t>(lseek(fd_, 0, SEEK_END)), "cannot write the journal " + path_.string());
   done_.emplace_back(first, end);
 }
 
@@ -395,7 +383,8 @@ resumed_npy resumed_npy::open(std::filesystem::path const& path, std::string con
     std::string const npy = npy_header(descr, shape);
     resumed.region = mapped_region::create_resumable_file(path, partial_path, npy, data_bytes);
     resumed.data_offset = npy.size();
-    write_all(journal.fd_, expected_header.data(), expected_header.size(), 0, journal_path);
+    write_all_at(journal.fd_, expected_header.data(), expected_header.size(), 0,
+                 "cannot write the journal " + journal_path.string());
     if (fdatasync(journal.fd_) != 0)
       throw_errno(errno, fmt::format("cannot write the journal {} back to disk", journal_path.string()));
     sync_directory_of(path);
