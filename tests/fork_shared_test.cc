@@ -3,6 +3,7 @@
 // of shared memory that forked workers write.
 #include <xjob/detail/fork_shared.hpp>
 
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -100,4 +101,56 @@ TEST_CASE("map_for_writing lets a forked child write shared memory with a fracti
   CAPTURE(faults.data()[0], faults.data()[1]);
   REQUIRE(faults.data()[0] >= static_cast<long>(bytes / 4096) * 9 / 10);  // one fault per page written
   REQUIRE(faults.data()[1] * 4 < faults.data()[0]);                       // fault-around: 16 pages a fault
+}
+
+TEST_CASE("map_for_writing reads the pages of a kept mapping once, and a fork forgets them") {
+#if defined(__SANITIZE_THREAD__)
+  SUCCEED("skipped under ThreadSanitizer (its shadow memory faults as well)");
+  return;
+#endif
+  constexpr std::size_t bytes = std::size_t(8) << 20;
+  xjob::shared_array<std::uint8_t> memory({bytes});
+  std::memset(memory.data(), 1, bytes);
+  // Minor faults of: the first mapping, the second (pages recorded), after
+  // forget_kept_mapping, and in a process forked after the first.
+  xjob::shared_array<long> faults({4});
+  pid_t const child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    auto minor_faults = [] {
+      rusage usage{};
+      getrusage(RUSAGE_SELF, &usage);
+      return usage.ru_minflt;
+    };
+    // The mapping's page tables are dropped between the looks (the pages
+    // stay in the memfd), so a page read again faults again.
+    auto faults_of_mapping = [&] {
+      long const start = minor_faults();
+      xjob::detail::map_for_writing(memory.data() + 100, bytes - 200);
+      long const counted = minor_faults() - start;
+      madvise(memory.data(), bytes, MADV_DONTNEED);
+      return counted;
+    };
+    xjob::detail::remember_kept_mapping(memory.data(), bytes);
+    faults.data()[0] = faults_of_mapping();
+    faults.data()[1] = faults_of_mapping();
+    pid_t const grandchild = fork();
+    if (grandchild == 0) {
+      faults.data()[3] = faults_of_mapping();
+      _exit(0);
+    }
+    waitpid(grandchild, nullptr, 0);
+    xjob::detail::forget_kept_mapping(memory.data());
+    faults.data()[2] = faults_of_mapping();
+    _exit(0);
+  }
+  int status = 0;
+  waitpid(child, &status, 0);
+  REQUIRE(WIFEXITED(status));
+  CAPTURE(faults.data()[0], faults.data()[1], faults.data()[2], faults.data()[3]);
+  long const pages = static_cast<long>(bytes / 4096);
+  REQUIRE(faults.data()[0] >= pages / 16);  // fault-around: 16 pages a fault
+  REQUIRE(faults.data()[1] == 0);
+  REQUIRE(faults.data()[2] >= pages / 16);
+  REQUIRE(faults.data()[3] >= pages / 16);
 }

@@ -5,10 +5,14 @@
 #include <pthread.h>
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
+#include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <system_error>
 #include <vector>
 
@@ -68,7 +72,102 @@ class slot_pool {
 
 std::atomic<bool> worker_process{false};
 
+constexpr std::size_t memory_page_bytes = 4096;
+
+void read_each_page(unsigned char const volatile* first, std::size_t bytes) noexcept {
+  for (std::size_t offset = 0; offset < bytes; offset += memory_page_bytes) (void)first[offset];
+  (void)first[bytes - 1];
+}
+
+// The kept mappings of a warm worker, with a bit per page: set once
+// map_for_writing has mapped it. Bits are only ever set, so a page whose
+// mapping the kernel dropped since (reclaim) is written through ordinary
+// faults: slower, never wrong.
+class kept_mappings {
+ public:
+  static kept_mappings& instance() {
+    static kept_mappings kept;
+    return kept;
+  }
+
+  void remember(void const* base, std::size_t bytes) noexcept {
+    try {
+      std::size_t const words = (bytes / memory_page_bytes + 64) / 64;
+      auto bits = std::make_unique<std::atomic<std::uint64_t>[]>(words);
+      std::unique_lock lock(mutex_);
+      mappings_.push_back({static_cast<unsigned char const*>(base), bytes, std::move(bits)});
+    } catch (...) {
+      // Out of memory: its pages are read at every call, as elsewhere.
+    }
+  }
+
+  void forget(void const* base) noexcept {
+    std::unique_lock lock(mutex_);
+    std::erase_if(mappings_, [&](mapping const& m) { return m.base == base; });
+  }
+
+  // Maps the pages of [first, first + bytes) not mapped before; false if
+  // the range is in no kept mapping.
+  bool map_for_writing(unsigned char const* first, std::size_t bytes) noexcept {
+    std::shared_lock lock(mutex_);
+    for (mapping const& m : mappings_) {
+      if (first < m.base || first + bytes > m.base + m.bytes) continue;
+      std::size_t const first_page = static_cast<std::size_t>(first - m.base) / memory_page_bytes;
+      std::size_t const last_page = static_cast<std::size_t>(first + bytes - 1 - m.base) / memory_page_bytes;
+      for (std::size_t page = first_page; page <= last_page;) {
+        std::size_t const word = page / 64;
+        std::size_t const end = std::min(last_page + 1, (word + 1) * 64);
+        std::uint64_t wanted = 0;
+        for (std::size_t p = page; p < end; ++p) wanted |= std::uint64_t(1) << (p % 64);
+        std::uint64_t const mapped = m.bits[word].load(std::memory_order_relaxed);
+        if ((mapped & wanted) != wanted) {
+          for (std::size_t p = page; p < end; ++p)
+            if ((mapped & (std::uint64_t(1) << (p % 64))) == 0)
+              (void)*static_cast<unsigned char const volatile*>(std::max(first, m.base + p * memory_page_bytes));
+          m.bits[word].fetch_or(wanted, std::memory_order_relaxed);
+        }
+        page = end;
+      }
+      return true;
+    }
+    return false;
+  }
+
+ private:
+  kept_mappings() { pthread_atfork(&before_fork, &after_fork_in_parent, &after_fork_in_child); }
+
+  // A process forked from a warm worker has none of its page tables for
+  // shared memory: it starts with no kept mapping.
+  static void before_fork() noexcept { instance().mutex_.lock(); }
+  static void after_fork_in_parent() noexcept { instance().mutex_.unlock(); }
+  static void after_fork_in_child() noexcept {
+    kept_mappings& kept = instance();
+    kept.mappings_.clear();
+    // Made anew: a pthread rwlock cannot be unlocked by another thread id,
+    // and the child's one thread is not the one that locked it.
+    new (&kept.mutex_) std::shared_mutex();
+  }
+
+  struct mapping {
+    unsigned char const* base;
+    std::size_t bytes;
+    std::unique_ptr<std::atomic<std::uint64_t>[]> bits;
+  };
+  std::shared_mutex mutex_;
+  std::vector<mapping> mappings_;
+};
+
 }  // namespace
+
+void map_for_writing(void const* first, std::size_t bytes) noexcept {
+  if (bytes == 0) return;
+  auto const* byte = static_cast<unsigned char const*>(first);
+  if (!kept_mappings::instance().map_for_writing(byte, bytes)) read_each_page(byte, bytes);
+}
+
+void remember_kept_mapping(void const* base, std::size_t bytes) noexcept { kept_mappings::instance().remember(base, bytes); }
+
+void forget_kept_mapping(void const* base) noexcept { kept_mappings::instance().forget(base); }
 
 bool in_worker_process() noexcept { return worker_process.load(std::memory_order_relaxed); }
 

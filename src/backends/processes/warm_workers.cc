@@ -19,6 +19,7 @@
 
 #include <xjob/batch_call.hpp>
 #include <xjob/cpu_count.hpp>
+#include <xjob/detail/fork_shared.hpp>
 #include <xjob/detail/mapped_region.hpp>
 #include <xjob/detail/value_codec.hpp>
 #include <xjob/errors.hpp>
@@ -105,6 +106,7 @@ std::string run_call(std::string_view payload, std::vector<detail::unique_fd>& f
           return fmt::format("the worker cannot map {} bytes of the call's shared memory: {}", bytes,
                              std::strerror(errno));
         found = mapped.emplace(request.mapping_ids[i], worker_mapping{static_cast<std::byte*>(base), bytes}).first;
+        if (request.mapping_writable[i] != 0) remember_kept_mapping(base, bytes);
       }
       bases.push_back(found->second.base);
     }
@@ -157,6 +159,7 @@ std::string run_call(std::string_view payload, std::vector<detail::unique_fd>& f
         case frame::forget: {
           auto const id = decode_value<std::uint64_t>(payload, "a mapping to forget");
           if (auto found = mapped.find(id); found != mapped.end()) {
+            forget_kept_mapping(found->second.base);
             munmap(found->second.base, found->second.bytes);
             mapped.erase(found);
           }
