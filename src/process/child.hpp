@@ -18,10 +18,13 @@
 
 #include <signal.h>
 #include <sys/types.h>
+#include <unistd.h>
 
+#include <cstdio>
 #include <string_view>
 
 #include "src/core/fd.hpp"
+#include "fork_support.hpp"
 
 namespace xjob::detail::process {
 
@@ -87,13 +90,27 @@ struct forked_child {
 
 // fork(), watched: returns true in the child, false in the caller, where
 // `child` then watches it. Throws std::system_error "cannot fork <what>".
-//   forked_child side;
-//   if (fork_child(child, side, "a worker process")) {
-//     if (!become_worker(side.parent, share)) _exit(1);
-//     pthread_sigmask(SIG_SETMASK, &side.caller_mask, nullptr);
-//     ...; _exit(0);
-//   }
+// Workers are forked through fork_worker, below.
 [[nodiscard]] bool fork_child(child_process& child, forked_child& side, std::string_view what);
+
+// The one way xjob forks a worker (the processes backend per call, a
+// process_pool or warm worker by start method fork, xjob::process): a
+// fork_child whose child becomes a worker (become_worker, with
+// `cpu_share` CPUs), gets the caller's signal mask back and runs `body`,
+// which ends the process (_exit); should it return, the child exits with
+// status 1. Returns in the caller only, with `child` watching the worker.
+// Call prepare_to_fork first. Throws what fork_child throws.
+//   fork_worker(child, cpu_share, "a worker process", [&] { serve(channel); _exit(0); });
+template <class Body>
+void fork_worker(child_process& child, int cpu_share, std::string_view what, Body&& body) {
+  forked_child side;
+  if (!fork_child(child, side, what)) return;
+  if (!become_worker(side.parent, cpu_share)) _exit(1);
+  pthread_sigmask(SIG_SETMASK, &side.caller_mask, nullptr);
+  body();
+  std::fflush(nullptr);
+  _exit(1);
+}
 
 // Whether the program's SIGCHLD disposition could take a fork() child's
 // exit status: SIG_IGN, SA_NOCLDWAIT, or a handler.

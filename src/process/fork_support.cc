@@ -115,7 +115,8 @@ bool single_threaded() noexcept {
   return field != nullptr && std::strtol(field, nullptr, 10) == 1;
 }
 
-void prepare_to_fork(std::chrono::microseconds patience) noexcept {
+void prepare_to_fork() noexcept {
+  constexpr std::chrono::microseconds patience(10'000);
   if (!single_threaded()) {
     // oneTBB's idle threads spin for a while after a parallel loop, taking
     // its locks, then sleep. Two quiet looks in a row mean they sleep.
@@ -146,8 +147,10 @@ bool become_worker(pid_t caller, int cpu_share) noexcept {
   // A crash ends the worker as what it is, for the caller to report: the
   // caller's crash handlers (a test framework's, a crash reporter's) would
   // run in the worker and make it look like something else.
-  for (int crash_signal : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGTRAP, SIGSYS})
-    restore_default_action(crash_signal);
+  // SIGTERM (xjob::process::terminate, a kill from outside) must end it
+  // too, not run the caller's graceful-shutdown handler in it.
+  for (int signal_number : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGTRAP, SIGSYS, SIGTERM})
+    restore_default_action(signal_number);
   limit_cpu_count_to_worker_share(cpu_share);
   mark_as_worker_process();
   std::string const threads = std::to_string(cpu_share);

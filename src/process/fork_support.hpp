@@ -8,22 +8,21 @@
 
 #include <sys/types.h>
 
-#include <chrono>
-
 namespace xjob::detail::process {
 
 // Whether this process has one thread only (its /proc/self/stat says so).
 [[nodiscard]] bool single_threaded() noexcept;
 
-// Called in the caller just before it forks workers: waits (up to `patience`)
+// Called in the caller just before it forks workers: waits (up to 10 ms)
 // until no other thread of the process is running, so none is inside a
 // oneTBB critical section; releases GNU OpenMP's thread pool (it is rebuilt
 // on the next parallel region); flushes stdio so that no buffered output is
 // written twice.
-void prepare_to_fork(std::chrono::microseconds patience) noexcept;
+void prepare_to_fork() noexcept;
 
 // Called first in a new worker: dies with the caller (SIGKILL when the
-// forking thread ends), restores the default action of crash signals, and caps nested parallelism at `cpu_share` threads:
+// forking thread ends), restores the default action of crash signals and
+// SIGTERM, and caps nested parallelism at `cpu_share` threads:
 // oneTBB's max_allowed_parallelism, OpenMP's thread count, the usual BLAS
 // variables, and xjob::cpu_count(). Returns false if the caller is already
 // gone.

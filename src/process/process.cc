@@ -34,16 +34,12 @@ namespace xjob {
 
 namespace {
 
-using detail::process::become_worker;
 using detail::throw_errno;
 using detail::process::receive_all;
 using detail::process::send_all;
 using detail::unique_fd;
 
 constexpr char const* entry_name = "xjob.process";
-// How long start() waits for the caller's other threads to go idle before
-// forking (as the processes backend does).
-constexpr std::chrono::microseconds fork_patience(10'000);
 // A failure message longer than this is cut: the child writes it before it
 // exits, into the socket's buffer, which the parent reads only then.
 constexpr std::size_t max_message_bytes = 64 << 10;
@@ -64,18 +60,10 @@ void report_failure(int channel) noexcept {
   }
 }
 
-// The child's life after the start method made it. Never returns.
-// terminate() must end the child: a SIGTERM handler of the caller's (a
-// test framework's, a graceful-shutdown one) would run in it otherwise.
-void reset_termination_signal() noexcept {
-  struct sigaction default_action {};
-  default_action.sa_handler = SIG_DFL;
-  sigaction(SIGTERM, &default_action, nullptr);
-}
-
+// The child's life after the start method made it (a worker: SIGTERM,
+// which terminate() sends, is at its default). Never returns.
 template <class Body>
 [[noreturn]] void run_child(int channel, Body&& body) noexcept {
-  reset_termination_signal();
   detail::set_worker_index(0);
   int status = 0;
   try {
@@ -171,19 +159,15 @@ void process::start_forked() {
   unique_fd child_end;
   detail::make_socket_pair(SOCK_STREAM, parent_end, child_end, "a child process");
   int const cpu_share = cpu_count();
-  detail::process::prepare_to_fork(fork_patience);
-  // fork_child blocks signals across the fork: one sent to the child at
+  detail::process::prepare_to_fork();
+  // fork_worker blocks signals across the fork: one sent to the child at
   // once (a terminate() right after start()) must not run a handler of
   // the caller's in a child still inside fork(), with malloc's locks held.
   std::unique_ptr<running_child, running_child_deleter> started(new running_child);
-  detail::process::forked_child side;
-  if (detail::process::fork_child(started->child, side, "a child process")) {
+  detail::process::fork_worker(started->child, cpu_share, "a child process", [&] {
     parent_end.reset();
-    reset_termination_signal();
-    if (!become_worker(side.parent, cpu_share)) _exit(1);
-    pthread_sigmask(SIG_SETMASK, &side.caller_mask, nullptr);
     run_child(child_end.get(), [this] { target_->run(); });
-  }
+  });
   child_end.reset();
   started->channel = std::move(parent_end);
   pid_ = started->child.pid();

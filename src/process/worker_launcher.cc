@@ -37,9 +37,6 @@ namespace xjob::detail::process {
 
 namespace {
 
-// How long the caller waits for its other threads to go idle before forking
-// (as the processes backend does).
-constexpr std::chrono::microseconds fork_patience(10'000);
 
 // The registry: constant-initialised, filled during static initialisation,
 // read-only afterwards, so every process of the program (a fork, a clone of
@@ -226,15 +223,13 @@ launched_worker launch_worker(start_method method, char const* entry_name, int c
   make_socket_pair(SOCK_STREAM, caller_end, worker_end, "a worker process");
   launched_worker launched;
   switch (method) {
-    case start_method::fork: {
-      prepare_to_fork(fork_patience);
-      forked_child side;
-      if (fork_child(launched.child, side, "a worker process")) {
-        close(caller_end.release());
-        run_worker(entry, worker_end.release(), side.parent, cpu_share, &side.caller_mask);
-      }
+    case start_method::fork:
+      prepare_to_fork();
+      fork_worker(launched.child, cpu_share, "a worker process", [&] {
+        caller_end.reset();
+        entry(worker_end.release());
+      });
       break;
-    }
     case start_method::forkserver:
       launched.child = child_process(start_by_fork_server(entry_name, cpu_share, worker_end.get()));
       break;

@@ -56,8 +56,6 @@ using seconds = std::chrono::duration<double>;
 // Remote forms larger than this reach warm workers through shared memory.
 constexpr std::size_t large_payload_bytes = std::size_t(64) << 10;
 
-// How long the caller waits for its other threads to go idle before forking.
-constexpr std::chrono::microseconds fork_patience(10'000);
 
 std::size_t round_up(std::size_t bytes, std::size_t unit) { return (bytes + unit - 1) / unit * unit; }
 
@@ -113,7 +111,7 @@ class call_supervisor {
   }
 
   void run() {
-    if (warm_ == nullptr) process::prepare_to_fork(fork_patience);
+    if (warm_ == nullptr) process::prepare_to_fork();
     for (std::size_t w = 0; w < worker_count_; ++w) start(w, {});
     do {
       supervise();
@@ -148,8 +146,7 @@ class call_supervisor {
       return;
     }
     process::child_process child;
-    process::forked_child side;
-    if (process::fork_child(child, side, "a worker process")) work_in_child(w, side);
+    process::fork_worker(child, cpu_share_, "a worker process", [&] { work_in_child(w); });
     own_workers_[w].started(std::move(child));
     running_[w] = true;
   }
@@ -222,9 +219,7 @@ class call_supervisor {
   }
 
   // The worker's whole life; never returns into the caller's code.
-  [[noreturn]] void work_in_child(std::size_t w, process::forked_child const& side) noexcept {
-    if (!process::become_worker(side.parent, cpu_share_)) _exit(1);
-    pthread_sigmask(SIG_SETMASK, &side.caller_mask, nullptr);
+  [[noreturn]] void work_in_child(std::size_t w) noexcept {
     set_worker_index(static_cast<int>(w));
     process::worker_slot& slot = *slots_[w];
     process::record_sender sender(*header_, slot, rings_[w], call_.reports_progress(), wake_fd_.get());
@@ -338,7 +333,7 @@ class call_supervisor {
     if (killing_all_ || error_ || call_.stopped()) return;  // the call ends anyway
     int const attempts = ++attempts_[task.value_or(held.empty() ? call_.task_count() : held.begin)];
     if (attempts <= settings_.retries) {
-      if (warm_ == nullptr) process::prepare_to_fork(fork_patience);
+      if (warm_ == nullptr) process::prepare_to_fork();
       start(w, task ? batch_range{*task, std::max(held.end, *task + 1)} : held);
       return;
     }
@@ -429,7 +424,7 @@ class call_supervisor {
       fail_with(death_error(d, attempts));
       return false;
     }
-    if (warm_ == nullptr) process::prepare_to_fork(fork_patience);
+    if (warm_ == nullptr) process::prepare_to_fork();
     start(0, lost);
     return true;
   }
