@@ -4,13 +4,19 @@
 // WNOHANG) > 0);`, as servers do), the processes backend (warm and forked
 // per call), process_pool and xjob::process, with every start method, still
 // run, name a crash by its signal or exit status, and leave no zombie. Its
-// own main() calls xjob::init(), for forkserver and spawn.
+// own main() calls xjob::init(), for forkserver and spawn; with
+// --thread-before-init (the second Bazel target) a thread is running when
+// it does, so the fork server cannot be cloned without an exit signal.
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <condition_variable>
+#include <mutex>
 #include <ranges>
+#include <string_view>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -179,6 +185,29 @@ TEST_CASE("a reaping handler still reaps the program's own children") {
 }
 
 int main(int argc, char** argv) {
+  // A thread that runs until the tests end, started before init when asked.
+  std::mutex mutex;
+  std::condition_variable done;
+  bool finished = false;
+  std::thread early;
+  if (argc > 1 && std::string_view(argv[1]) == "--thread-before-init") {
+    early = std::thread([&] {
+      std::unique_lock lock(mutex);
+      done.wait(lock, [&] { return finished; });
+    });
+    argv[1] = argv[0];
+    --argc;
+    ++argv;
+  }
   xjob::init(argc, argv);  // for the forkserver and spawn start methods
-  return Catch::Session().run(argc, argv);
+  int const failed = Catch::Session().run(argc, argv);
+  if (early.joinable()) {
+    {
+      std::lock_guard lock(mutex);
+      finished = true;
+    }
+    done.notify_all();
+    early.join();
+  }
+  return failed;
 }

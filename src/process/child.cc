@@ -112,8 +112,9 @@ child_end child_process::wait(bool block) noexcept {
     }
     relay_.reset();
     // It exits right after its report; the program's handler may reap it
-    // first (ECHILD then).
-    (void)wait_pidfd(go_between_pidfd_.get(), true);
+    // first (ECHILD then). A fork server's go-between is the server's
+    // child, which the server reaps.
+    if (go_between_pidfd_) (void)wait_pidfd(go_between_pidfd_.get(), true);
     go_between_pidfd_.reset();
   }
   pidfd_.reset();
@@ -132,13 +133,8 @@ bool sigchld_takes_children() noexcept {
   return action.sa_handler != SIG_DFL || (action.sa_flags & SA_NOCLDWAIT) != 0;
 }
 
-namespace {
-
-// fork_child while the program's SIGCHLD disposition takes children: the
-// caller forks a go-between, which sets SIGCHLD to its default and forks
-// the child. Signals are blocked (side.caller_mask holds the caller's).
-bool fork_through_go_between(forked_child& side, pid_t caller, std::string_view what,
-                             unique_fd& caller_end, pid_t& go_between) {
+bool fork_through_go_between(forked_child& side, std::string_view what, unique_fd& caller_end, pid_t& go_between) {
+  pid_t const caller = getpid();
   unique_fd between_end;
   make_socket_pair(SOCK_STREAM, caller_end, between_end, "a go-between process");
   go_between = fork();
@@ -168,7 +164,29 @@ bool fork_through_go_between(forked_child& side, pid_t caller, std::string_view 
   return false;
 }
 
-}  // namespace
+child_process take_relayed_child(unique_fd relay, std::string_view what) {
+  relay_record started;
+  if (!receive_all(relay.get(), reinterpret_cast<char*>(&started), sizeof started) ||
+      started.kind != relay_record::started) {
+    int const code = started.kind == relay_record::fork_failed ? started.value : ECHILD;
+    throw_errno(code, "cannot fork " + std::string(what) + " (from its go-between)");
+  }
+  child_process result;
+  result.pid_ = started.value;
+  // Cannot hit a recycled pid: the go-between has not reaped the child.
+  result.pidfd_.reset(open_pidfd(result.pid_));
+  if (!result.pidfd_) {
+    int const code = errno;
+    ::kill(result.pid_, SIGKILL);  // the go-between reaps it and goes
+    throw_errno(code, "cannot open a pidfd for " + std::string(what));
+  }
+  // Should the go-between be dead already, so is the child (its
+  // PR_SET_PDEATHSIG), and the relay says so.
+  char const ready = 1;
+  (void)send_all(relay.get(), &ready, 1);
+  result.relay_ = std::move(relay);
+  return result;
+}
 
 bool fork_child(child_process& child, forked_child& side, std::string_view what) {
   pid_t const caller = getpid();
@@ -191,33 +209,14 @@ bool fork_child(child_process& child, forked_child& side, std::string_view what)
   unique_fd caller_end;
   pid_t between = -1;
   try {
-    if (fork_through_go_between(side, caller, what, caller_end, between)) return true;
+    if (fork_through_go_between(side, what, caller_end, between)) return true;
   } catch (...) {
     pthread_sigmask(SIG_SETMASK, &side.caller_mask, nullptr);
     throw;
   }
   pthread_sigmask(SIG_SETMASK, &side.caller_mask, nullptr);
-  child_process go_between(between);
-  relay_record started;
-  if (!receive_all(caller_end.get(), reinterpret_cast<char*>(&started), sizeof started) ||
-      started.kind != relay_record::started) {
-    int const code = started.kind == relay_record::fork_failed ? started.value : ECHILD;
-    throw_errno(code, "cannot fork " + std::string(what) + " (from its go-between)");
-  }
-  child_process result;
-  result.pid_ = started.value;
-  // Cannot hit a recycled pid: the go-between has not reaped the child.
-  result.pidfd_.reset(open_pidfd(result.pid_));
-  if (!result.pidfd_) {
-    int const code = errno;
-    ::kill(result.pid_, SIGKILL);  // the go-between reaps it and goes
-    throw_errno(code, "cannot open a pidfd for " + std::string(what));
-  }
-  // Should the go-between be dead already, so is the child (its
-  // PR_SET_PDEATHSIG), and the relay says so.
-  char const ready = 1;
-  (void)send_all(caller_end.get(), &ready, 1);
-  result.relay_ = std::move(caller_end);
+  child_process go_between(between);  // killed and reaped if the relay fails
+  child_process result = take_relayed_child(std::move(caller_end), what);
   result.go_between_pidfd_ = std::move(go_between.pidfd_);
   child = std::move(result);
   return false;

@@ -71,6 +71,7 @@ class child_process {
 
  private:
   friend bool fork_child(child_process& child, forked_child& side, std::string_view what);
+  friend child_process take_relayed_child(unique_fd relay, std::string_view what);
   void stop() noexcept;
 
   pid_t pid_ = -1;
@@ -111,6 +112,22 @@ void fork_worker(child_process& child, int cpu_share, std::string_view what, Bod
   std::fflush(nullptr);
   _exit(1);
 }
+
+// The go-between itself, for fork_child and for a fork server that was
+// forked (not cloned without an exit signal): forks a go-between, which
+// sets SIGCHLD to its default, forks the child and relays how it ended
+// over a socket. Returns true in the child (side.parent: the go-between),
+// false in the caller, with `relay` the socket's other end and
+// `go_between` its pid. All signals must be blocked; the child gets the
+// caller's SIGCHLD disposition back. Throws std::system_error.
+[[nodiscard]] bool fork_through_go_between(forked_child& side, std::string_view what, unique_fd& relay,
+                                           pid_t& go_between);
+
+// The relay's other end, in the process that will wait for the child:
+// takes the child's pid, opens its pidfd (the go-between keeps the child
+// unreaped until then) and says so. Throws std::system_error "cannot fork
+// <what>" if the go-between could not fork it or is gone.
+[[nodiscard]] child_process take_relayed_child(unique_fd relay, std::string_view what);
 
 // Whether the program's SIGCHLD disposition could take a fork() child's
 // exit status: SIG_IGN, SA_NOCLDWAIT, or a handler.

@@ -6,6 +6,8 @@
 
 #include <sys/types.h>
 
+#include "child.hpp"
+
 namespace xjob::detail::process {
 
 // argv[0] as init() saw it, or nullptr before init().
@@ -13,12 +15,15 @@ namespace xjob::detail::process {
 
 // Asks the fork server to start a worker running the entry `entry_name` with
 // `cpu_share` CPUs and `worker_fd` as its channel (the server receives a copy
-// of the descriptor; the caller still closes its own). The worker is a child
-// of this process (CLONE_PARENT). Thread-safe: requests are serialised.
+// of the descriptor; the caller still closes its own), and returns it
+// watched. The worker is a child of this process (CLONE_PARENT), or, where
+// the server had to be forked with an exit signal (threads ran at init), a
+// grandchild whose end its go-between relays. Thread-safe: requests are
+// serialised.
 // Throws xjob::invalid_argument outside the process that ran init() (a
 // forked copy of it, a worker: the server would make the worker a child of
 // the wrong process), xjob::error if the server is gone, std::system_error
 // if it cannot clone.
-[[nodiscard]] pid_t start_by_fork_server(char const* entry_name, int cpu_share, int worker_fd);
+[[nodiscard]] child_process start_by_fork_server(char const* entry_name, int cpu_share, int worker_fd);
 
 }  // namespace xjob::detail::process

@@ -53,8 +53,63 @@ struct server_request {
 
 struct server_reply {
   pid_t pid = -1;
-  int error = 0;  // an errno value, or 0
+  int error = 0;        // an errno value, or 0
+  int relayed = 0;      // 1: the worker's go-between relay is attached, pid is the go-between's
 };
+
+// One message of `bytes` on a SOCK_SEQPACKET socket, with descriptor `fd`
+// attached unless it is negative. Returns what sendmsg returns.
+ssize_t send_message(int socket, void const* bytes, std::size_t size, int fd) noexcept {
+  iovec data{const_cast<void*>(bytes), size};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr message{};
+  message.msg_iov = &data;
+  message.msg_iovlen = 1;
+  if (fd >= 0) {
+    message.msg_control = control;
+    message.msg_controllen = sizeof control;
+    cmsghdr* header = CMSG_FIRSTHDR(&message);
+    header->cmsg_level = SOL_SOCKET;
+    header->cmsg_type = SCM_RIGHTS;
+    header->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(header), &fd, sizeof(int));
+  }
+  ssize_t sent = 0;
+  while ((sent = sendmsg(socket, &message, MSG_NOSIGNAL)) < 0 && errno == EINTR) {
+  }
+  return sent;
+}
+
+// One message into `bytes`, and the descriptor attached to it (-1 if none;
+// close-on-exec, off 0-2). Returns the message's size, or -1 with errno;
+// EPROTO if it was cut short or its descriptor could not be kept.
+ssize_t receive_message(int socket, void* bytes, std::size_t size, int& fd) noexcept {
+  fd = -1;
+  iovec data{bytes, size};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+  msghdr message{};
+  message.msg_iov = &data;
+  message.msg_iovlen = 1;
+  message.msg_control = control;
+  message.msg_controllen = sizeof control;
+  ssize_t received = 0;
+  while ((received = recvmsg(socket, &message, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR) {
+  }
+  if (received < 0) return received;
+  for (cmsghdr* header = CMSG_FIRSTHDR(&message); header != nullptr; header = CMSG_NXTHDR(&message, header))
+    if (header->cmsg_level == SOL_SOCKET && header->cmsg_type == SCM_RIGHTS && header->cmsg_len == CMSG_LEN(sizeof(int)))
+      std::memcpy(&fd, CMSG_DATA(header), sizeof(int));
+  // A process that closed its standard streams gets the descriptor on one
+  // of them, where a worker would write its printf output into it.
+  if (fd >= 0 && (fd = move_above_stdio(fd)) < 0) return -1;
+  if ((message.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0) {
+    if (fd >= 0) close(fd);
+    fd = -1;
+    errno = EPROTO;
+    return -1;
+  }
+  return received;
+}
 
 // What init() recorded. Written once by init() (before any other thread
 // should exist) before `initialized` is set, read afterwards.
@@ -94,74 +149,77 @@ int thread_count() noexcept {
   return field != nullptr ? static_cast<int>(std::strtol(field + 1, nullptr, 10)) : 1;
 }
 
-// The server's loop; never returns.
-[[noreturn]] void serve(int fd, pid_t program) noexcept {
+// The server's loop; never returns. `relay`: the server was forked with
+// an exit signal (threads ran at init), which workers cloned with
+// CLONE_PARENT would inherit, so each worker is forked through a
+// go-between instead (see child.hpp).
+[[noreturn]] void serve(int fd, pid_t program, bool relay) noexcept {
   // Die with the program; if it is gone already, do not serve.
   if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != program) _exit(0);
   // A Ctrl-C at the terminal reaches the whole process group: the program
   // decides what it means, the server stays. Workers get the program's own
-  // disposition back.
+  // disposition back. The go-betweens, the server's own children, are
+  // reaped by the kernel.
   struct sigaction program_sigint {};
+  struct sigaction program_sigchld {};
   struct sigaction ignore {};
   ignore.sa_handler = SIG_IGN;
   sigaction(SIGINT, &ignore, &program_sigint);
+  sigaction(SIGCHLD, relay ? &ignore : nullptr, &program_sigchld);
   for (;;) {
     server_request request;
-    iovec data{&request, sizeof request};
-    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
-    msghdr message{};
-    message.msg_iov = &data;
-    message.msg_iovlen = 1;
-    message.msg_control = control;
-    message.msg_controllen = sizeof control;
-    ssize_t const received = recvmsg(fd, &message, MSG_CMSG_CLOEXEC);
-    if (received == 0) _exit(0);  // the program closed its end: it is ending
-    if (received < 0) {
-      if (errno == EINTR) continue;
-      _exit(1);
-    }
     int worker_fd = -1;
-    for (cmsghdr* header = CMSG_FIRSTHDR(&message); header != nullptr; header = CMSG_NXTHDR(&message, header))
-      if (header->cmsg_level == SOL_SOCKET && header->cmsg_type == SCM_RIGHTS &&
-          header->cmsg_len == CMSG_LEN(sizeof(int)))
-        std::memcpy(&worker_fd, CMSG_DATA(header), sizeof(int));
+    ssize_t const received = receive_message(fd, &request, sizeof request, worker_fd);
+    if (received == 0) _exit(0);  // the program closed its end: it is ending
+    if (received < 0 && errno != EPROTO) _exit(1);
     server_reply reply;
-    // The server is a copy of the program at init(): if that had closed its
-    // standard streams, the worker's channel lands on one of them here, and
-    // the worker would write its printf output into its own channel.
-    bool const moved = worker_fd < 0 || (worker_fd = move_above_stdio(worker_fd)) >= 0;
+    unique_fd relay_end;
     request.entry[sizeof request.entry - 1] = '\0';
     worker_entry const entry = find_worker_entry(request.entry);
-    if (!moved) {
-      reply.error = errno;
-    } else if (static_cast<std::size_t>(received) != sizeof request || worker_fd < 0 || request.caller != program ||
-        (message.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0) {
+    if (static_cast<std::size_t>(received) != sizeof request || worker_fd < 0 || request.caller != program) {
       reply.error = EPROTO;
     } else if (entry == nullptr) {
       reply.error = ENOENT;
     } else {
-      // fork() but with the program as the parent. The child starts as a
-      // copy of this single thread, on the same stack, like fork's child.
       // Signals stay blocked in the child until it is a worker.
       sigset_t all;
       sigset_t server_mask;
       sigfillset(&all);
       sigprocmask(SIG_SETMASK, &all, &server_mask);
-      // The exit signal is the server's own (CLONE_PARENT), whatever is
-      // asked for here.
-      long const pid = syscall(SYS_clone, CLONE_PARENT, 0, 0, 0, 0);
+      long pid = -1;
+      pid_t parent = program;
+      if (relay) {
+        forked_child side;
+        try {
+          if (fork_through_go_between(side, "a forkserver worker", relay_end, parent)) {
+            parent = side.parent;
+            pid = 0;
+          } else {
+            pid = parent;
+            reply.relayed = 1;
+          }
+        } catch (std::system_error const& e) {
+          errno = e.code().value();
+        }
+      } else {
+        // fork() but with the program as the parent. The child starts as a
+        // copy of this single thread, on the same stack, like fork's
+        // child. The exit signal is the server's own (CLONE_PARENT),
+        // whatever is asked for here: none.
+        pid = syscall(SYS_clone, CLONE_PARENT, 0, 0, 0, 0);
+      }
       if (pid == 0) {
         close(fd);
         sigaction(SIGINT, &program_sigint, nullptr);
-        run_worker(entry, worker_fd, program, request.cpu_share, &server_mask);
+        sigaction(SIGCHLD, &program_sigchld, nullptr);
+        run_worker(entry, worker_fd, parent, request.cpu_share, &server_mask);
       }
       if (pid < 0) reply.error = errno;
       sigprocmask(SIG_SETMASK, &server_mask, nullptr);
       reply.pid = static_cast<pid_t>(pid);
     }
     if (worker_fd >= 0) close(worker_fd);
-    while (send(fd, &reply, sizeof reply, MSG_NOSIGNAL) < 0 && errno == EINTR) {
-    }
+    (void)send_message(fd, &reply, sizeof reply, relay_end.get());
   }
 }
 
@@ -179,12 +237,15 @@ void start_fork_server(init_record& state) {
   // the program's SIGCHLD disposition can neither reap them nor hide how
   // they ended. A raw clone skips glibc's fork handlers, which is harmless
   // with one thread (no lock is held by another) and so early (xjob's
-  // fork handlers have nothing to drop yet). Otherwise a plain fork.
-  pid_t const pid = single_threaded() ? static_cast<pid_t>(syscall(SYS_clone, 0, 0, 0, 0, 0)) : fork();
+  // fork handlers have nothing to drop yet). Otherwise a plain fork, whose
+  // exit signal workers cloned with CLONE_PARENT would inherit: that
+  // server forks each worker through a go-between instead.
+  bool const cloned = single_threaded();
+  pid_t const pid = cloned ? static_cast<pid_t>(syscall(SYS_clone, 0, 0, 0, 0, 0)) : fork();
   if (pid < 0) throw_errno(errno, "cannot fork the fork server");
   if (pid == 0) {
     program_end.reset();
-    serve(server_end.release(), program);
+    serve(server_end.release(), program, !cloned);
   }
   state.server_fd = program_end.release();
   state.server_pid = pid;
@@ -229,7 +290,7 @@ char const* saved_argv0() noexcept {
   return initialized_flag.load(std::memory_order_acquire) ? record().argv0.c_str() : nullptr;
 }
 
-pid_t start_by_fork_server(char const* entry_name, int cpu_share, int worker_fd) {
+child_process start_by_fork_server(char const* entry_name, int cpu_share, int worker_fd) {
   init_record const& state = record();
   if (!initialized_flag.load(std::memory_order_acquire)) throw invalid_argument("start method forkserver needs xjob::init(argc, argv) at the top of main");
   if (state.program < 0)
@@ -249,25 +310,13 @@ pid_t start_by_fork_server(char const* entry_name, int cpu_share, int worker_fd)
   request.cpu_share = cpu_share;
   request.caller = getpid();
 
-  iovec data{&request, sizeof request};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr message{};
-  message.msg_iov = &data;
-  message.msg_iovlen = 1;
-  message.msg_control = control;
-  message.msg_controllen = sizeof control;
-  cmsghdr* header = CMSG_FIRSTHDR(&message);
-  header->cmsg_level = SOL_SOCKET;
-  header->cmsg_type = SCM_RIGHTS;
-  header->cmsg_len = CMSG_LEN(sizeof(int));
-  std::memcpy(CMSG_DATA(header), &worker_fd, sizeof(int));
-
   auto gone = [&](int code) {
     return error(fmt::format("the fork server (pid {}) is gone ({}), so start method forkserver cannot start "
                              "workers any more; use start method fork or spawn",
                              state.server_pid, code != 0 ? std::strerror(code) : "its socket was closed"));
   };
   server_reply reply;
+  unique_fd relay;
   {
     std::lock_guard lock(server_mutex);
     if (!server_unusable_why.empty())
@@ -281,22 +330,21 @@ pid_t start_by_fork_server(char const* entry_name, int cpu_share, int worker_fd)
       server_unusable_why = std::move(why);
       shutdown(state.server_fd, SHUT_RDWR);
     };
-    ssize_t sent = 0;
-    while ((sent = sendmsg(state.server_fd, &message, MSG_NOSIGNAL)) < 0 && errno == EINTR) {
-    }
-    if (sent < 0) {
+    if (send_message(state.server_fd, &request, sizeof request, worker_fd) < 0) {
       int const code = errno;
       give_up(fmt::format("a request could not be sent ({})", std::strerror(code)));
       if (code == EPIPE || code == ECONNRESET) throw gone(code);
       throw_errno(code, "cannot send a request to the fork server");
     }
-    ssize_t received = 0;
-    while ((received = recv(state.server_fd, &reply, sizeof reply, 0)) < 0 && errno == EINTR) {
-    }
-    if (received != static_cast<ssize_t>(sizeof reply)) {
+    int relay_fd = -1;
+    ssize_t const received = receive_message(state.server_fd, &reply, sizeof reply, relay_fd);
+    relay.reset(relay_fd);
+    if (received != static_cast<ssize_t>(sizeof reply) || (reply.relayed != 0 && !relay)) {
       int const code = received < 0 ? errno : 0;
       give_up(received < 0 ? fmt::format("its reply to a request could not be read ({})", std::strerror(code))
-                           : fmt::format("its reply to a request was {} bytes, not {}", received, sizeof reply));
+              : received != static_cast<ssize_t>(sizeof reply)
+                  ? fmt::format("its reply to a request was {} bytes, not {}", received, sizeof reply)
+                  : std::string("its reply to a request came without the worker's relay"));
       if (received < 0 && code != ECONNRESET) throw_errno(code, "cannot read the fork server's reply");
       throw gone(code);
     }
@@ -305,7 +353,8 @@ pid_t start_by_fork_server(char const* entry_name, int cpu_share, int worker_fd)
     throw invalid_argument(fmt::format("the fork server knows no worker entry named \"{}\"", entry_name));
   if (reply.error != 0 || reply.pid <= 0)
     throw_errno(reply.error != 0 ? reply.error : EPROTO, "cannot start a worker process in the fork server");
-  return reply.pid;
+  if (reply.relayed != 0) return take_relayed_child(std::move(relay), "a forkserver worker");
+  return child_process(reply.pid);
 }
 
 }  // namespace detail::process

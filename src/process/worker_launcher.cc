@@ -231,7 +231,7 @@ launched_worker launch_worker(start_method method, char const* entry_name, int c
       });
       break;
     case start_method::forkserver:
-      launched.child = child_process(start_by_fork_server(entry_name, cpu_share, worker_end.get()));
+      launched.child = start_by_fork_server(entry_name, cpu_share, worker_end.get());
       break;
     case start_method::spawn:
       launched.child = spawn_worker(entry_name, cpu_share, worker_end.get());
