@@ -37,6 +37,37 @@ TEST_CASE("joblib's Parallel(n_jobs=4)(delayed(task)(i, c) for i, c in jobs), in
   }
 }
 
+namespace {
+std::atomic<int> calls_made{0};
+int calls_made_so_far(int) { return calls_made.load(); }
+}  // namespace
+
+TEST_CASE("delayed calls made from iota by a captureless function are made where they run; others first, in order") {
+  xjob::parallel par({.n_jobs = 1, .backend = "sequential"});
+  auto const items = std::views::iota(0, 100);
+  // In place: call i is made just before it runs.
+  calls_made = 0;
+  auto const lazily = par(items | std::views::transform([](int i) {
+                            calls_made.fetch_add(1);
+                            return xjob::delayed(calls_made_so_far)(i);
+                          }));
+  for (int i = 0; i < 100; ++i) REQUIRE(lazily[static_cast<std::size_t>(i)] == i + 1);
+  // A function with captures makes every call first, in order, in the caller.
+  calls_made = 0;
+  std::vector<int> order;
+  auto const eagerly = par(items | std::views::transform([&order](int i) {
+                             order.push_back(i);
+                             calls_made.fetch_add(1);
+                             return xjob::delayed(calls_made_so_far)(i);
+                           }));
+  REQUIRE(eagerly == std::vector<int>(100, 100));
+  REQUIRE(std::ranges::equal(order, items));
+  // A vector of calls is read where it is, on threads too.
+  std::vector<decltype(xjob::delayed(calls_made_so_far)(0))> made;
+  for (int i = 0; i < 1000; ++i) made.push_back(xjob::delayed(calls_made_so_far)(i));
+  REQUIRE(xjob::parallel({.n_jobs = 2, .backend = "threads"})(made) == std::vector<int>(1000, 100));
+}
+
 TEST_CASE("map over a range returns results in input order") {
   xjob::parallel par({.n_jobs = 2, .backend = "threads"});
   std::vector<int> squares = par.map([](int i) { return i * i; }, std::views::iota(0, 20));

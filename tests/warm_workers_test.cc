@@ -52,6 +52,8 @@ std::set<int> writers(xjob::shared_array<double> const& out) {
 auto const write_pid = [](auto const&, auto&& out) { out.fill(static_cast<double>(getpid())); };
 
 long triple_plus_one(long i) { return i * 3 + 1; }
+long minus_one(long i) { return i - 1; }
+int forty_two() { return 42; }
 std::string label(int i, std::string const& prefix) { return prefix + std::to_string(i); }
 int worker_pid(int) { return getpid(); }
 
@@ -108,6 +110,15 @@ TEST_CASE("map and delayed calls of plain functions and captureless lambdas run 
     auto const words = par(std::views::iota(0, 50) |
                            std::views::transform([](int i) { return xjob::delayed(label)(i, std::string("w")); }));
     REQUIRE(words[42] == "w42");
+    // Runs of calls to different functions of one type (each function
+    // travels once per run), and calls without arguments.
+    std::vector<decltype(xjob::delayed(&minus_one)(0L))> mixed;
+    for (long i = 0; i < 1000; ++i) mixed.push_back(xjob::delayed(i % 300 < 150 ? &triple_plus_one : &minus_one)(i));
+    auto const both = par(mixed);
+    for (long i = 0; i < 1000; ++i)
+      REQUIRE(both[static_cast<std::size_t>(i)] == (i % 300 < 150 ? i * 3 + 1 : i - 1));
+    std::vector<decltype(xjob::delayed(&forty_two)())> const none(10, xjob::delayed(&forty_two)());
+    REQUIRE(par(none) == std::vector<int>(10, 42));
     auto const squares = par.map([](int i) { return i * i; }, std::vector<int>{1, 2, 3, 4});
     REQUIRE(squares == std::vector<int>{1, 4, 9, 16});
     std::vector<int> const warm = xjob::process_worker_pids();

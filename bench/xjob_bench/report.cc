@@ -305,6 +305,23 @@ void print_summary(std::vector<workload_info> const& infos, std::vector<record> 
                  verdict(loky_ns / xjob_ns, need), batch, ns_text(xjob_ns), need, ns_text(loky_ns),
                  ratio_text(loky_ns / xjob_ns));
     }
+    // Against raw oneTBB's parallel_for over the same tasks, at the largest
+    // n_jobs both ran with, both forms of the call, automatic batches.
+    int n = 0;
+    for (auto const& r : records)
+      if (r.workload == "tiny" && r.backend == "raw TBB" && r.ok() && r.n_jobs <= xjob::cpu_count()) n = std::max(n, r.n_jobs);
+    record const* tbb = best(records, "tiny", [n](record const& r) { return r.backend == "raw TBB" && r.n_jobs == n; });
+    for (std::string const backend : {"threads", "threads, map"}) {
+      record const* x = best(records, "tiny", [&](record const& r) {
+        return r.family == "xjob" && r.backend == backend && r.n_jobs == n && r.batch == "auto";
+      });
+      if (x == nullptr || tbb == nullptr) continue;
+      double const ratio = x->throughput.median / tbb->throughput.median;
+      fmt::print("  [{}] tiny tasks, xjob {} with automatic batches >= 0.5x raw TBB at n_jobs={} ({} vs {}): {}\n",
+                 verdict(ratio, 0.5), backend == "threads" ? "threads (delayed calls)" : "threads (map)", n,
+                 x->ns_per_task ? ns_text(x->ns_per_task->median) : "-",
+                 tbb->ns_per_task ? ns_text(tbb->ns_per_task->median) : "-", ratio_text(ratio));
+    }
   }
   if (has("sum")) {
     record const* x = best(records, "sum", is_xjob);

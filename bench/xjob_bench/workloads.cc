@@ -1090,19 +1090,23 @@ class tiny_workload : public workload {
   // Every row sums its results inside the timed part, as joblib_bench.py
   // does: a caller needs them assembled.
   void define_variants() {
-    add_xjob_variants(*this, c_, {.batches = true}, [&](variant& v, auto par, auto, auto) {
-      v.work = static_cast<double>(tasks_);
-      v.run = [this, par] {
-        std::vector<int> results;
-        std::string sum;
-        double const seconds = timed([&] {
-          results = (*par)(std::views::iota(0, static_cast<int>(tasks_)) |
-                           std::views::transform([](int i) { return xjob::delayed(tiny)(i); }));
-          sum = total(results);
-        });
-        return run_result{seconds, sum, results.size()};
-      };
-    });
+    // Both forms of a call: joblib's delayed calls, and map over the range.
+    for (bool const as_map : {false, true})
+      add_xjob_variants(*this, c_, {.batches = true}, [&](variant& v, auto par, auto, auto) {
+        v.work = static_cast<double>(tasks_);
+        if (as_map) v.backend += ", map";
+        v.run = [this, par, as_map] {
+          std::vector<int> results;
+          std::string sum;
+          double const seconds = timed([&] {
+            auto const items = std::views::iota(0, static_cast<int>(tasks_));
+            results = as_map ? par->map(tiny, items)
+                             : (*par)(items | std::views::transform([](int i) { return xjob::delayed(tiny)(i); }));
+            sum = total(results);
+          });
+          return run_result{seconds, sum, results.size()};
+        };
+      });
     add_pool_variants(*this, c_, {.batches = true}, [&](variant& v, auto get_pool, auto, auto batch) {
       long const count = count_for(batch, 4000, tasks_);
       v.work = static_cast<double>(count);

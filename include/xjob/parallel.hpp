@@ -136,23 +136,40 @@ void run_remote_map(std::string_view payload, std::span<std::byte* const>, remot
       [&loop](task_runner& runner, std::size_t n) { loop.run(runner, n); }, false);
 }
 
+// Delayed calls travel as columns: each function once per run of calls to
+// it (a code address names a module by its path, too long to repeat per
+// call), and each argument position as one vector, which for numbers is
+// one block of bytes.
 template <class F, class Result, class... Args>
 void run_remote_delayed(std::string_view payload, std::span<std::byte* const>, remote_loop& loop) {
-  std::vector<code_address> functions;
-  std::vector<std::tuple<Args...>> arguments;
-  decode_values(payload, "the delayed calls", functions, arguments);
-  std::vector<void const*> addresses(arguments.size(), nullptr);
+  std::uint64_t count = 0;
+  std::vector<code_address> functions;  // one per run of calls to the same function
+  std::vector<std::uint64_t> run_ends;  // where each run ends
+  std::tuple<std::vector<Args>...> arguments;
+  std::apply([&](auto&... columns) { decode_values(payload, "the delayed calls", count, functions, run_ends, columns...); },
+             arguments);
+  bool const whole = std::apply([&](auto const&... columns) { return ((columns.size() == count) && ...); }, arguments);
+  std::vector<void const*> addresses;
   if constexpr (is_function_pointer_v<std::decay_t<F>>) {
-    if (functions.size() != arguments.size()) throw error("the delayed calls arrived without their functions");
-    for (std::size_t i = 0; i < functions.size(); ++i)
-      addresses[i] = i > 0 && functions[i].module == functions[i - 1].module && functions[i].offset == functions[i - 1].offset
-                         ? addresses[i - 1]
-                         : resolve_code(functions[i]);
+    if (!whole || functions.size() != run_ends.size() || (count > 0) != !run_ends.empty() ||
+        (count > 0 && run_ends.back() != count) || !std::ranges::is_sorted(run_ends))
+      throw error("the delayed calls arrived without their functions or arguments");
+    for (code_address const& where : functions) addresses.push_back(resolve_code(where));
+  } else if (!whole) {
+    throw error("the delayed calls arrived without their arguments");
   }
+  auto address_of = [&](std::size_t i) -> void const* {
+    if (addresses.size() < 2) return addresses.empty() ? nullptr : addresses.front();
+    return addresses[static_cast<std::size_t>(std::ranges::upper_bound(run_ends, i) - run_ends.begin())];
+  };
   (void)indexed_results<Result>(
-      arguments.size(),
+      static_cast<std::size_t>(count),
       [&](std::size_t i) -> decltype(auto) {
-        return std::apply(callable_object<F>(addresses[i]), std::as_const(arguments[i]));
+        return std::apply(
+            [&](auto const&... columns) -> decltype(auto) {
+              return std::invoke(callable_object<F>(address_of(i)), columns[i]...);
+            },
+            arguments);
       },
       [&loop](task_runner& runner, std::size_t n) { loop.run(runner, n); }, false);
 }
@@ -187,25 +204,53 @@ struct delayed_remote<delayed_call<F, Args...>>
                          (std::is_default_constructible_v<Args> && ...) &&
                          (std::is_void_v<typename delayed_call<F, Args...>::result_type> ||
                           transferable<stored_result_t<typename delayed_call<F, Args...>::result_type>>)> {
+  // `tasks`: any range of the calls, read once (see run_remote_delayed).
   template <class Tasks>
   static remote_form make(Tasks const& tasks) {
     using Result = typename delayed_call<F, Args...>::result_type;
     remote_form form;
     form.entry = &run_remote_delayed<F, Result, Args...>;
+    std::uint64_t count = 0;
     std::vector<code_address> functions;
-    std::vector<std::tuple<Args...>> arguments;
-    arguments.reserve(tasks.size());
-    if constexpr (is_function_pointer_v<std::decay_t<F>>) {
-      functions.reserve(tasks.size());
-      for (auto const& task : tasks)
-        functions.push_back(!functions.empty() && task.function() == (&task)[-1].function() ? functions.back()
-                                                                                            : function_address(task.function()));
+    std::vector<std::uint64_t> run_ends;
+    std::tuple<std::vector<Args>...> arguments;
+    std::apply([&](auto&... columns) { (columns.reserve(std::ranges::size(tasks)), ...); }, arguments);
+    std::decay_t<F> previous{};
+    for (auto const& task : tasks) {
+      if constexpr (is_function_pointer_v<std::decay_t<F>>) {
+        if (count == 0 || task.function() != previous) {
+          if (count > 0) run_ends.push_back(count);
+          functions.push_back(function_address(task.function()));
+          previous = task.function();
+        }
+      }
+      std::apply([&](auto&... columns) {
+        std::apply([&](auto const&... values) { (columns.push_back(values), ...); }, task.arguments());
+      }, arguments);
+      ++count;
     }
-    for (auto const& task : tasks) arguments.push_back(task.arguments());
-    encode_values(form.payload, functions, arguments);
+    if (!functions.empty()) run_ends.push_back(count);
+    std::apply([&](auto const&... columns) { encode_values(form.payload, count, functions, run_ends, columns...); },
+               arguments);
     return form;
   }
 };
+
+// Delayed calls a parallel call reads where they are, from several workers
+// at once, instead of copying them into a vector first (16 bytes and a
+// store per call, more than a tiny task itself costs): calls that exist
+// already (a contiguous range: a vector, an array, a span), and calls made
+// from a range of numbers by a function without state (`iota |
+// transform(captureless)`, joblib's idiom in C++), which then makes each
+// call on the worker that runs it. A function with captures could change
+// its captured state as it makes calls, so its calls are made in order in
+// the caller, as joblib consumes a generator.
+template <class Calls>
+inline constexpr bool calls_read_in_place_v =
+    std::ranges::contiguous_range<Calls> && std::ranges::sized_range<Calls>;
+template <class W, class Bound, class F>
+inline constexpr bool calls_read_in_place_v<std::ranges::transform_view<std::ranges::iota_view<W, Bound>, F>> =
+    std::ranges::sized_range<std::ranges::iota_view<W, Bound>> && std::is_empty_v<F>;
 
 }  // namespace detail
 
@@ -244,6 +289,20 @@ class parallel {
   template <std::ranges::input_range Calls>
     requires is_delayed_call_v<std::remove_cvref_t<std::ranges::range_reference_t<Calls>>>
   auto operator()(Calls&& calls) const {
+    if constexpr (detail::calls_read_in_place_v<std::remove_cvref_t<Calls>>) {
+      using Call = std::remove_cvref_t<std::ranges::range_reference_t<Calls>>;
+      using R = typename Call::result_type;
+      auto first = std::ranges::begin(calls);
+      auto const count = static_cast<std::size_t>(std::ranges::size(calls));
+      auto compute = [first](std::size_t i) -> decltype(auto) { return first[static_cast<std::ptrdiff_t>(i)](); };
+      if constexpr (detail::delayed_remote<Call>::value) {
+        if (reuses_workers() && count > 0) {
+          detail::remote_form const remote = detail::delayed_remote<Call>::make(calls);
+          return run_indexed<R>(count, compute, &remote);
+        }
+      }
+      return run_indexed<R>(count, compute);
+    }
     auto tasks = detail::to_vector(std::forward<Calls>(calls));
     using Call = std::ranges::range_value_t<decltype(tasks)>;
     using R = typename Call::result_type;
