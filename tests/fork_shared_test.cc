@@ -20,6 +20,12 @@ namespace {
 struct counter {
   std::atomic<std::uint64_t> value{0};
 };
+
+long minor_faults() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_minflt;
+}
 }  // namespace
 
 TEST_CASE("a forked child's writes to a fork-shared object are seen by the parent") {
@@ -81,11 +87,6 @@ TEST_CASE("map_for_writing lets a forked child write shared memory with a fracti
   pid_t const child = fork();
   REQUIRE(child >= 0);
   if (child == 0) {
-    auto minor_faults = [] {
-      rusage usage{};
-      getrusage(RUSAGE_SELF, &usage);
-      return usage.ru_minflt;
-    };
     long const start = minor_faults();
     std::memset(memory.data(), 2, bytes);
     long const plain = minor_faults() - start;
@@ -117,11 +118,6 @@ TEST_CASE("map_for_writing reads the pages of a kept mapping once, and a fork fo
   pid_t const child = fork();
   REQUIRE(child >= 0);
   if (child == 0) {
-    auto minor_faults = [] {
-      rusage usage{};
-      getrusage(RUSAGE_SELF, &usage);
-      return usage.ru_minflt;
-    };
     // The mapping's page tables are dropped between the looks (the pages
     // stay in the memfd), so a page read again faults again.
     auto faults_of_mapping = [&] {

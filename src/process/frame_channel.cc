@@ -35,17 +35,15 @@ bool receive_all(int socket, char* at, std::size_t size) noexcept {
   return true;
 }
 
-bool send_frame(int socket, std::uint32_t kind, std::string_view payload, std::span<int const> fds) noexcept {
-  if (fds.size() > max_frame_fds) return false;
-  frame_header const header{kind, static_cast<std::uint32_t>(fds.size()), payload.size()};
-  // Header and payload in one message: a worker blocked on read wakes once,
-  // and the descriptors arrive with the header's first byte.
-  iovec parts[2] = {{const_cast<frame_header*>(&header), sizeof header},
-                    {const_cast<char*>(payload.data()), payload.size()}};
+ssize_t send_with_fds(int socket, std::span<iovec const> parts, std::span<int const> fds) noexcept {
+  if (fds.size() > max_frame_fds) {
+    errno = EINVAL;
+    return -1;
+  }
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * max_frame_fds)] = {};
   msghdr message{};
-  message.msg_iov = parts;
-  message.msg_iovlen = payload.empty() ? 1 : 2;
+  message.msg_iov = const_cast<iovec*>(parts.data());
+  message.msg_iovlen = parts.size();
   if (!fds.empty()) {
     message.msg_control = control;
     message.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
@@ -58,6 +56,44 @@ bool send_frame(int socket, std::uint32_t kind, std::string_view payload, std::s
   ssize_t sent = 0;
   while ((sent = sendmsg(socket, &message, MSG_NOSIGNAL)) < 0 && errno == EINTR) {
   }
+  return sent;
+}
+
+ssize_t receive_with_fds(int socket, void* bytes, std::size_t size, std::vector<unique_fd>& fds, bool& cut) {
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * max_frame_fds)];
+  iovec part{bytes, size};
+  msghdr message{};
+  message.msg_iov = &part;
+  message.msg_iovlen = 1;
+  message.msg_control = control;
+  message.msg_controllen = sizeof control;
+  ssize_t got = 0;
+  while ((got = recvmsg(socket, &message, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR) {
+  }
+  if (got < 0) return got;
+  for (cmsghdr* attached = CMSG_FIRSTHDR(&message); attached != nullptr;
+       attached = CMSG_NXTHDR(&message, attached)) {
+    if (attached->cmsg_level != SOL_SOCKET || attached->cmsg_type != SCM_RIGHTS) continue;
+    std::size_t const count = (attached->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (std::size_t i = 0; i < count; ++i) {
+      int fd = -1;
+      std::memcpy(&fd, CMSG_DATA(attached) + i * sizeof(int), sizeof fd);
+      unique_fd owned(move_above_stdio(fd));
+      fds.push_back(std::move(owned));
+    }
+  }
+  cut = (message.msg_flags & (MSG_CTRUNC | MSG_TRUNC)) != 0;
+  return got;
+}
+
+bool send_frame(int socket, std::uint32_t kind, std::string_view payload, std::span<int const> fds) noexcept {
+  if (fds.size() > max_frame_fds) return false;
+  frame_header const header{kind, static_cast<std::uint32_t>(fds.size()), payload.size()};
+  // Header and payload in one message: a worker blocked on read wakes once,
+  // and the descriptors arrive with the header's first byte.
+  iovec const parts[2] = {{const_cast<frame_header*>(&header), sizeof header},
+                          {const_cast<char*>(payload.data()), payload.size()}};
+  ssize_t const sent = send_with_fds(socket, std::span(parts, payload.empty() ? 1 : 2), fds);
   if (sent < 0) return false;
   // The rest, if the socket took only part (the descriptors went with it).
   std::size_t done = static_cast<std::size_t>(sent);
@@ -73,28 +109,9 @@ bool receive_frame(int socket, std::uint32_t& kind, std::string& payload, std::v
                    std::uint64_t max_bytes) {
   fds.clear();
   frame_header header;
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * max_frame_fds)];
-  iovec part{&header, sizeof header};
-  msghdr message{};
-  message.msg_iov = &part;
-  message.msg_iovlen = 1;
-  message.msg_control = control;
-  message.msg_controllen = sizeof control;
-  ssize_t got = 0;
-  while ((got = recvmsg(socket, &message, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR) {
-  }
-  if (got <= 0) return false;
-  for (cmsghdr* attached = CMSG_FIRSTHDR(&message); attached != nullptr;
-       attached = CMSG_NXTHDR(&message, attached)) {
-    if (attached->cmsg_level != SOL_SOCKET || attached->cmsg_type != SCM_RIGHTS) continue;
-    std::size_t const count = (attached->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    for (std::size_t i = 0; i < count; ++i) {
-      int fd = -1;
-      std::memcpy(&fd, CMSG_DATA(attached) + i * sizeof(int), sizeof fd);
-      fds.emplace_back(move_above_stdio(fd));
-    }
-  }
-  if ((message.msg_flags & MSG_CTRUNC) != 0) return false;
+  bool cut = false;
+  ssize_t const got = receive_with_fds(socket, &header, sizeof header, fds, cut);
+  if (got <= 0 || cut) return false;
   if (!receive_all(socket, reinterpret_cast<char*>(&header) + got, sizeof header - static_cast<std::size_t>(got)))
     return false;
   if (header.fd_count != fds.size() || header.bytes > max_bytes) return false;

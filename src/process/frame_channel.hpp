@@ -3,6 +3,9 @@
 // header (SCM_RIGHTS). One codec for every process stack of xjob.
 #pragma once
 
+#include <sys/socket.h>
+#include <sys/types.h>
+
 #include <cstdint>
 #include <span>
 #include <string>
@@ -26,6 +29,17 @@ struct frame_header {
 [[nodiscard]] bool send_all(int socket, char const* bytes, std::size_t size) noexcept;
 // Reads exactly `size` bytes; false at the end of the stream or on an error.
 [[nodiscard]] bool receive_all(int socket, char* bytes, std::size_t size) noexcept;
+
+// One sendmsg of `parts` with `fds` attached (SCM_RIGHTS, copies; at most
+// max_frame_fds): what sendmsg returns, EINTR retried. No SIGPIPE.
+[[nodiscard]] ssize_t send_with_fds(int socket, std::span<iovec const> parts, std::span<int const> fds) noexcept;
+
+// One recvmsg into `bytes`; the descriptors it carried are appended to
+// `fds` (close-on-exec, none on 0-2). Returns what recvmsg returns, EINTR
+// retried; `cut` is set if descriptors (MSG_CTRUNC) or a datagram's bytes
+// (MSG_TRUNC) were cut off. Throws std::bad_alloc.
+[[nodiscard]] ssize_t receive_with_fds(int socket, void* bytes, std::size_t size, std::vector<unique_fd>& fds,
+                                       bool& cut);
 
 // Sends one frame with `fds` attached (copies; the caller keeps its own).
 // False if the other end is gone or the socket failed. No SIGPIPE.

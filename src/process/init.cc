@@ -26,7 +26,9 @@
 #include <cstring>
 #include <atomic>
 #include <mutex>
+#include <span>
 #include <string>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -35,6 +37,7 @@
 #include "src/core/fd.hpp"
 #include "fork_server.hpp"
 #include "fork_support.hpp"
+#include "frame_channel.hpp"
 #include "worker_launcher.hpp"
 
 namespace xjob {
@@ -57,57 +60,27 @@ struct server_reply {
   int relayed = 0;      // 1: the worker's go-between relay is attached, pid is the go-between's
 };
 
-// One message of `bytes` on a SOCK_SEQPACKET socket, with descriptor `fd`
-// attached unless it is negative. Returns what sendmsg returns.
-ssize_t send_message(int socket, void const* bytes, std::size_t size, int fd) noexcept {
-  iovec data{const_cast<void*>(bytes), size};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr message{};
-  message.msg_iov = &data;
-  message.msg_iovlen = 1;
-  if (fd >= 0) {
-    message.msg_control = control;
-    message.msg_controllen = sizeof control;
-    cmsghdr* header = CMSG_FIRSTHDR(&message);
-    header->cmsg_level = SOL_SOCKET;
-    header->cmsg_type = SCM_RIGHTS;
-    header->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(header), &fd, sizeof(int));
-  }
-  ssize_t sent = 0;
-  while ((sent = sendmsg(socket, &message, MSG_NOSIGNAL)) < 0 && errno == EINTR) {
-  }
-  return sent;
+// The fork server's messages: one SOCK_SEQPACKET datagram each, with at
+// most one descriptor (a request: the worker's channel; a reply: the
+// go-between's relay, if any).
+bool send_message(int socket, void const* bytes, std::size_t size, int fd) noexcept {
+  iovec const part{const_cast<void*>(bytes), size};
+  return send_with_fds(socket, std::span(&part, 1), fd >= 0 ? std::span(&fd, 1) : std::span<int const>()) ==
+         static_cast<ssize_t>(size);
 }
 
-// One message into `bytes`, and the descriptor attached to it (-1 if none;
-// close-on-exec, off 0-2). Returns the message's size, or -1 with errno;
-// EPROTO if it was cut short or its descriptor could not be kept.
-ssize_t receive_message(int socket, void* bytes, std::size_t size, int& fd) noexcept {
-  fd = -1;
-  iovec data{bytes, size};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
-  msghdr message{};
-  message.msg_iov = &data;
-  message.msg_iovlen = 1;
-  message.msg_control = control;
-  message.msg_controllen = sizeof control;
-  ssize_t received = 0;
-  while ((received = recvmsg(socket, &message, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR) {
-  }
+// Returns the datagram's size (0: the other end is gone), or -1 with errno
+// (EPROTO: cut short, or more than one descriptor). Throws std::bad_alloc.
+ssize_t receive_message(int socket, void* bytes, std::size_t size, unique_fd& fd) {
+  std::vector<unique_fd> fds;
+  bool cut = false;
+  ssize_t const received = receive_with_fds(socket, bytes, size, fds, cut);
   if (received < 0) return received;
-  for (cmsghdr* header = CMSG_FIRSTHDR(&message); header != nullptr; header = CMSG_NXTHDR(&message, header))
-    if (header->cmsg_level == SOL_SOCKET && header->cmsg_type == SCM_RIGHTS && header->cmsg_len == CMSG_LEN(sizeof(int)))
-      std::memcpy(&fd, CMSG_DATA(header), sizeof(int));
-  // A process that closed its standard streams gets the descriptor on one
-  // of them, where a worker would write its printf output into it.
-  if (fd >= 0 && (fd = move_above_stdio(fd)) < 0) return -1;
-  if ((message.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0) {
-    if (fd >= 0) close(fd);
-    fd = -1;
+  if (cut || fds.size() > 1) {
     errno = EPROTO;
     return -1;
   }
+  fd = fds.empty() ? unique_fd() : std::move(fds.front());
   return received;
 }
 
@@ -168,10 +141,16 @@ int thread_count() noexcept {
   sigaction(SIGCHLD, relay ? &ignore : nullptr, &program_sigchld);
   for (;;) {
     server_request request;
-    int worker_fd = -1;
-    ssize_t const received = receive_message(fd, &request, sizeof request, worker_fd);
+    unique_fd worker_channel;
+    ssize_t received = -1;
+    try {
+      received = receive_message(fd, &request, sizeof request, worker_channel);
+    } catch (...) {
+      _exit(1);  // out of memory: the program finds the server gone
+    }
     if (received == 0) _exit(0);  // the program closed its end: it is ending
     if (received < 0 && errno != EPROTO) _exit(1);
+    int const worker_fd = worker_channel.get();
     server_reply reply;
     unique_fd relay_end;
     request.entry[sizeof request.entry - 1] = '\0';
@@ -218,7 +197,7 @@ int thread_count() noexcept {
       sigprocmask(SIG_SETMASK, &server_mask, nullptr);
       reply.pid = static_cast<pid_t>(pid);
     }
-    if (worker_fd >= 0) close(worker_fd);
+    worker_channel.reset();
     (void)send_message(fd, &reply, sizeof reply, relay_end.get());
   }
 }
@@ -330,15 +309,19 @@ child_process start_by_fork_server(char const* entry_name, int cpu_share, int wo
       server_unusable_why = std::move(why);
       shutdown(state.server_fd, SHUT_RDWR);
     };
-    if (send_message(state.server_fd, &request, sizeof request, worker_fd) < 0) {
+    if (!send_message(state.server_fd, &request, sizeof request, worker_fd)) {
       int const code = errno;
       give_up(fmt::format("a request could not be sent ({})", std::strerror(code)));
       if (code == EPIPE || code == ECONNRESET) throw gone(code);
       throw_errno(code, "cannot send a request to the fork server");
     }
-    int relay_fd = -1;
-    ssize_t const received = receive_message(state.server_fd, &reply, sizeof reply, relay_fd);
-    relay.reset(relay_fd);
+    ssize_t received = -1;
+    try {
+      received = receive_message(state.server_fd, &reply, sizeof reply, relay);
+    } catch (...) {
+      give_up("its reply to a request could not be read (out of memory)");
+      throw;
+    }
     if (received != static_cast<ssize_t>(sizeof reply) || (reply.relayed != 0 && !relay)) {
       int const code = received < 0 ? errno : 0;
       give_up(received < 0 ? fmt::format("its reply to a request could not be read ({})", std::strerror(code))
