@@ -4,6 +4,7 @@
 // none of the launcher's variables, and leaks nothing. Also measures what
 // each method costs, and prints it.
 #include "src/process/worker_launcher.hpp"
+#include "src/process/frame_channel.hpp"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -342,6 +343,24 @@ TEST_CASE("a fork server that died with a request pending is given up, and says 
     return 127;
   });
   REQUIRE(program.wait() == 0);
+}
+
+TEST_CASE("the one failure record goes through whole, and a malformed one is named") {
+  using xjob::detail::process::decode_failure;
+  using xjob::detail::process::encode_failure;
+  using xjob::detail::process::failure_record;
+  std::string const bytes = encode_failure({37, "std::runtime_error", std::string("bad\0item", 8)});
+  failure_record const back = decode_failure(bytes, "a test record");
+  REQUIRE(back.task == 37);
+  REQUIRE(back.type_name == "std::runtime_error");
+  REQUIRE(back.message == std::string("bad\0item", 8));
+  REQUIRE(decode_failure(encode_failure({failure_record::no_task, "", ""}), "x").task == failure_record::no_task);
+  REQUIRE(decode_failure("", "x").type_name == "unknown exception");
+  REQUIRE_THROWS_WITH(decode_failure(bytes.substr(0, 10), "a test record"),
+                      Catch::Contains("a test record arrived malformed"));
+  std::string lying = bytes;
+  lying[8] = char(0x7f);  // a type name longer than the record
+  REQUIRE_THROWS_AS(decode_failure(lying, "a test record"), xjob::error);
 }
 
 int main(int argc, char** argv) {

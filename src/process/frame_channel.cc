@@ -9,6 +9,10 @@
 #include <cerrno>
 #include <cstring>
 
+#include <fmt/format.h>
+
+#include <xjob/errors.hpp>
+
 namespace xjob::detail::process {
 
 bool send_all(int socket, char const* at, std::size_t size) noexcept {
@@ -134,6 +138,35 @@ bool whole_frame_waiting(int socket) noexcept {
 bool limit_frame_stalls(int socket, int seconds) noexcept {
   timeval const limit{seconds, 0};
   return setsockopt(socket, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit) == 0;
+}
+
+void encode_failure(std::string& bytes, failure_record const& failure) {
+  std::uint64_t const type_bytes = failure.type_name.size();
+  bytes.append(reinterpret_cast<char const*>(&failure.task), sizeof failure.task);
+  bytes.append(reinterpret_cast<char const*>(&type_bytes), sizeof type_bytes);
+  bytes.append(failure.type_name);
+  bytes.append(failure.message);
+}
+
+std::string encode_failure(failure_record const& failure) {
+  std::string bytes;
+  encode_failure(bytes, failure);
+  return bytes;
+}
+
+failure_record decode_failure(std::string_view bytes, std::string_view what) {
+  failure_record failure;
+  if (bytes.empty()) return {failure_record::no_task, "unknown exception", "(the worker ran out of memory describing it)"};
+  std::uint64_t type_bytes = 0;
+  if (bytes.size() < sizeof failure.task + sizeof type_bytes)
+    throw error(fmt::format("{} arrived malformed ({} bytes)", what, bytes.size()));
+  std::memcpy(&failure.task, bytes.data(), sizeof failure.task);
+  std::memcpy(&type_bytes, bytes.data() + sizeof failure.task, sizeof type_bytes);
+  bytes.remove_prefix(sizeof failure.task + sizeof type_bytes);
+  if (type_bytes > bytes.size()) throw error(fmt::format("{} arrived malformed ({} bytes)", what, bytes.size()));
+  failure.type_name = bytes.substr(0, static_cast<std::size_t>(type_bytes));
+  failure.message = bytes.substr(static_cast<std::size_t>(type_bytes));
+  return failure;
 }
 
 }  // namespace xjob::detail::process

@@ -7,6 +7,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <cstring>
 #include <span>
 #include <string>
 #include <string_view>
@@ -52,6 +53,27 @@ struct frame_header {
 // `max_bytes`): the channel is then of no further use.
 [[nodiscard]] bool receive_frame(int socket, std::uint32_t& kind, std::string& payload, std::vector<unique_fd>& fds,
                                  std::uint64_t max_bytes = std::uint64_t(1) << 36);
+
+// The one failure record of every process stack (the processes backend's
+// workers, process_pool's workers, xjob::process's child): which task
+// failed (its index in the call; in a pool, its position in its chunk, or
+// no_task), the exception's type name, and its message. Encoded as the task
+// and the type name's length (8 bytes each), then the two texts.
+struct failure_record {
+  static constexpr std::uint64_t no_task = UINT64_MAX;
+  std::uint64_t task = no_task;
+  std::string type_name;
+  std::string message;
+};
+
+// Appends the encoding of `failure` to `bytes`. Throws std::bad_alloc.
+void encode_failure(std::string& bytes, failure_record const& failure);
+[[nodiscard]] std::string encode_failure(failure_record const& failure);
+
+// The record `bytes` holds. Empty bytes (a worker that ran out of memory
+// describing its failure) are an "unknown exception"; throws xjob::error
+// naming `what` for anything else that is not one record.
+[[nodiscard]] failure_record decode_failure(std::string_view bytes, std::string_view what);
 
 // Whether a whole frame waits on `socket` (its header and payload are all
 // queued), so that receive_frame cannot block. For reading what a dead

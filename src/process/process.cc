@@ -44,19 +44,20 @@ constexpr char const* entry_name = "xjob.process";
 // exits, into the socket's buffer, which the parent reads only then.
 constexpr std::size_t max_message_bytes = 64 << 10;
 
-// In the child: the exception being handled, as "<type>: <message>", to
-// stderr and to the parent. Call only inside a catch block.
+// In the child: the exception being handled, as "<type>: <message>" to
+// stderr, and as a failure record to the parent. Call only inside a catch
+// block.
 void report_failure(int channel) noexcept {
   try {
-    detail::task_failure const failure = detail::describe_current_exception(0);
-    std::string text = failure.type_name + ": " + failure.message;
-    if (text.size() > max_message_bytes) text.resize(max_message_bytes);
-    std::fprintf(stderr, "%s\n", text.c_str());
-    (void)send_all(channel, text.data(), text.size());
+    detail::task_failure failure = detail::describe_current_exception(0);
+    std::fprintf(stderr, "%s: %s\n", failure.type_name.c_str(), failure.message.c_str());
+    failure.type_name.resize(std::min(failure.type_name.size(), max_message_bytes / 2));
+    failure.message.resize(std::min(failure.message.size(), max_message_bytes / 2));
+    std::string const record = detail::process::encode_failure({0, failure.type_name, failure.message});
+    (void)send_all(channel, record.data(), record.size());
   } catch (...) {
-    static char const fallback[] = "unknown exception: its message could not be formatted";
-    std::fprintf(stderr, "%s\n", fallback);
-    (void)send_all(channel, fallback, sizeof fallback - 1);
+    // Out of memory: the parent gets no record (error_message() empty).
+    std::fprintf(stderr, "unknown exception: its message could not be formatted\n");
   }
 }
 
@@ -200,15 +201,24 @@ bool process::reap(bool block) const {
   if (end.error == 0) exit_code_ = end.signal != 0 ? -end.signal : end.status;
   // What the child reported before it ended; a grandchild may hold the
   // other end still, so read only what is there.
+  std::string record;
   char buffer[4096];
   for (;;) {
     ssize_t const got = recv(child_->channel.get(), buffer, sizeof buffer, MSG_DONTWAIT);
     if (got < 0 && errno == EINTR) continue;
     if (got <= 0) break;
-    error_message_.append(buffer, static_cast<std::size_t>(got));
-    if (error_message_.size() >= max_message_bytes) break;
+    record.append(buffer, static_cast<std::size_t>(got));
+    if (record.size() > max_message_bytes + 16) break;
   }
   child_.reset();
+  if (!record.empty()) {
+    try {
+      detail::process::failure_record const failure = detail::process::decode_failure(record, "the child's failure");
+      error_message_ = failure.type_name + ": " + failure.message;
+    } catch (error const& e) {
+      error_message_ = e.what();
+    }
+  }
   return true;
 }
 

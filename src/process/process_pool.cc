@@ -43,9 +43,11 @@ namespace detail {
 namespace {
 
 using clock_type = std::chrono::steady_clock;
+using process::decode_failure;
+using process::encode_failure;
+using process::failure_record;
 
 constexpr char const* pool_entry_name = "xjob.pool";
-constexpr std::uint64_t no_offset = UINT64_MAX;
 // A frame stalled this long mid-way means its sender is stopped or dead
 // (see process::limit_frame_stalls).
 constexpr int frame_stall_seconds = 10;
@@ -130,16 +132,6 @@ class shared_note {
   std::atomic<std::uint64_t>* word_ = nullptr;
 };
 
-struct failure_message {
-  std::uint64_t offset = no_offset;  // position in a map chunk, if any
-  std::string type_name;
-  std::string message;
-  template <class Archive>
-  void serialize(Archive& archive) {
-    archive(offset, type_name, message);
-  }
-};
-
 struct hello_message {
   int index = 0;
   std::optional<remote_call> initializer;
@@ -183,7 +175,7 @@ bool send_item_result(std::string_view encoded) {
       } catch (...) {
         task_failure const failure = describe_current_exception(0);
         (void)send_frame(channel, frame_kind::init_failed,
-                         encode_value(failure_message{no_offset, failure.type_name, failure.message}));
+                         encode_failure({failure_record::no_task, failure.type_name, failure.message}));
         leave(1);
       }
     }
@@ -202,7 +194,7 @@ bool send_item_result(std::string_view encoded) {
       }
       if (kind != frame_kind::task) leave(0);
       result.clear();
-      failure_message failed;
+      failure_record failed;
       bool ok = false;
       try {
         run_remote(decode_value<remote_call>(payload, "a task"), result);
@@ -211,10 +203,10 @@ bool send_item_result(std::string_view encoded) {
         failed = {item.failure.task_index, item.failure.type_name, item.failure.message};
       } catch (...) {
         task_failure const failure = describe_current_exception(0);
-        failed = {no_offset, failure.type_name, failure.message};
+        failed = {failure_record::no_task, failure.type_name, failure.message};
       }
       bool const sent = ok ? send_frame(channel, frame_kind::result, result)
-                           : send_frame(channel, frame_kind::failure, encode_value(failed));
+                           : send_frame(channel, frame_kind::failure, encode_failure(failed));
       if (!sent) leave(0);
     }
   } catch (...) {
@@ -763,9 +755,9 @@ class pool_core {
         w.idle_since = clock_type::now();
         break;
       case frame_kind::init_failed: {
-        failure_message failure;
+        failure_record failure;
         try {
-          failure = decode_value<failure_message>(payload, "an initializer failure");
+          failure = decode_failure(payload, "an initializer failure");
         } catch (std::exception const& e) {
           failure.message = e.what();
         }
@@ -795,14 +787,15 @@ class pool_core {
           }
           complete(*job, job_status::finished, std::move(payload), nullptr);
         } else {
-          failure_message failure;
+          failure_record failure;
           try {
-            failure = decode_value<failure_message>(payload, "a task failure");
+            failure = decode_failure(payload, "a task failure");
           } catch (std::exception const& e) {
             failure.type_name = "xjob::error";
             failure.message = e.what();
           }
-          std::size_t const index = failure.offset != no_offset ? job->first_task + failure.offset : job->first_task;
+          std::size_t const index =
+              failure.task != failure_record::no_task ? job->first_task + failure.task : job->first_task;
           complete(*job, job_status::failed, {},
                    [index, type_name = failure.type_name, message = failure.message] {
                      throw task_error(index, type_name, message);

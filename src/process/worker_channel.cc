@@ -8,6 +8,7 @@
 #include <xjob/errors.hpp>
 
 #include "src/core/futex.hpp"
+#include "frame_channel.hpp"
 
 namespace xjob::detail::process {
 
@@ -24,10 +25,7 @@ void record_sender::send(record_kind kind, std::size_t begin, std::size_t end, s
 void record_sender::send_failure(std::size_t task, std::string_view type_name, std::string_view message) noexcept {
   try {
     scratch_.clear();
-    std::uint64_t const type_bytes = type_name.size();
-    scratch_.append(reinterpret_cast<char const*>(&type_bytes), sizeof type_bytes);
-    scratch_.append(type_name);
-    scratch_.append(message);
+    encode_failure(scratch_, {task, std::string(type_name), std::string(message)});
   } catch (...) {
     scratch_.clear();  // out of memory: the failure still goes, without words
   }
@@ -183,14 +181,5 @@ void run_batches(batch_call& call, record_sender& sender, worker_slot& slot, int
   }
 }
 
-std::pair<std::string, std::string> decode_failure(std::string_view payload) {
-  std::uint64_t type_bytes = 0;
-  if (payload.size() < sizeof type_bytes) return {"unknown exception", "(the worker ran out of memory describing it)"};
-  std::memcpy(&type_bytes, payload.data(), sizeof type_bytes);
-  payload.remove_prefix(sizeof type_bytes);
-  if (type_bytes > payload.size()) throw error("a worker sent a malformed failure record");
-  return {std::string(payload.substr(0, static_cast<std::size_t>(type_bytes))),
-          std::string(payload.substr(static_cast<std::size_t>(type_bytes)))};
-}
 
 }  // namespace xjob::detail::process

@@ -116,7 +116,4 @@ class record_receiver {
 void run_batches(batch_call& call, record_sender& sender, worker_slot& slot, int worker, batch_range retry,
                  bool per_task) noexcept;
 
-// Decodes a failure record's payload into type name and message.
-[[nodiscard]] std::pair<std::string, std::string> decode_failure(std::string_view payload);
-
 }  // namespace xjob::detail::process

@@ -296,8 +296,8 @@ class call_supervisor {
     std::size_t const begin = static_cast<std::size_t>(record.header.begin);
     std::size_t const end = static_cast<std::size_t>(record.header.end);
     if (record.header.kind == process::record_kind::failure) {
-      auto [type_name, message] = process::decode_failure(record.payload);
-      call_.fail(task_failure{begin, std::move(type_name), std::move(message), nullptr});
+      process::failure_record failure = process::decode_failure(record.payload, "a worker's failure record");
+      call_.fail(task_failure{begin, std::move(failure.type_name), std::move(failure.message), nullptr});
       return;
     }
     // A worker that died after sending a batch but before letting go of it
