@@ -222,4 +222,35 @@ bool fork_child(child_process& child, forked_child& side, std::string_view what)
   return false;
 }
 
+void worker_poll::watch(std::size_t tag, int channel, int pidfd) {
+  if (polled_.empty()) polled_.push_back(pollfd{wake_fd_, POLLIN, 0});
+  if (channel >= 0) polled_.push_back(pollfd{channel, POLLIN, 0});
+  polled_.push_back(pollfd{pidfd, POLLIN, 0});
+  watched_.push_back({tag, channel >= 0});
+}
+
+std::vector<std::pair<std::size_t, worker_poll::seen>> worker_poll::wait(int timeout_ms) {
+  if (polled_.empty()) polled_.push_back(pollfd{wake_fd_, POLLIN, 0});
+  int const ready = poll(polled_.data(), polled_.size(), timeout_ms);
+  int const code = errno;
+  std::vector<std::pair<std::size_t, seen>> found;
+  if (ready > 0) {
+    if (polled_[0].revents != 0) {
+      std::uint64_t count = 0;
+      [[maybe_unused]] ssize_t const ignored = read(wake_fd_, &count, sizeof count);
+    }
+    std::size_t entry = 1;
+    for (watched const& worker : watched_) {
+      seen now;
+      if (worker.has_channel) now.message = polled_[entry++].revents != 0;
+      now.ended = polled_[entry++].revents != 0;
+      if (now.message || now.ended) found.emplace_back(worker.tag, now);
+    }
+  }
+  polled_.clear();
+  watched_.clear();
+  if (ready < 0 && code != EINTR) throw_errno(code, "cannot wait for worker processes");
+  return found;
+}
+
 }  // namespace xjob::detail::process

@@ -16,12 +16,15 @@
 // the caller holds its pidfd, and hands its end over a socket.
 #pragma once
 
+#include <poll.h>
 #include <signal.h>
 #include <sys/types.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "src/core/fd.hpp"
 #include "fork_support.hpp"
@@ -128,6 +131,41 @@ void fork_worker(child_process& child, int cpu_share, std::string_view what, Bod
 // unreaped until then) and says so. Throws std::system_error "cannot fork
 // <what>" if the go-between could not fork it or is gone.
 [[nodiscard]] child_process take_relayed_child(unique_fd relay, std::string_view what);
+
+// The one wait of xjob's supervisors (a processes call's, a pool's): its
+// wake eventfd, and per worker its channel (if it has one) and its pidfd,
+// in one poll. Not thread-safe.
+//   worker_poll poll(wake_fd);
+//   poll.watch(w, channel, child.pidfd());
+//   for (auto [w, seen] : poll.wait(timeout_ms)) { if (seen.message) ...; if (seen.ended) ...; }
+class worker_poll {
+ public:
+  struct seen {
+    bool message = false;  // the channel is readable (a message, or its end)
+    bool ended = false;    // the pidfd is readable: the worker ended
+  };
+
+  explicit worker_poll(int wake_fd) noexcept : wake_fd_(wake_fd) {}
+
+  // Watches worker `tag` in the next wait: `channel` (-1: none) and `pidfd`.
+  void watch(std::size_t tag, int channel, int pidfd);
+
+  // Waits up to `timeout_ms` (-1: no limit) for the eventfd, a channel or
+  // a pidfd; empties the eventfd. Returns what it saw per watched worker
+  // (those with something), in the order watched, and forgets them: the
+  // next round watches anew. Empty after a timeout or a signal. Throws
+  // std::system_error "cannot wait for worker processes".
+  [[nodiscard]] std::vector<std::pair<std::size_t, seen>> wait(int timeout_ms);
+
+ private:
+  struct watched {
+    std::size_t tag;
+    bool has_channel;  // its entries: the channel (if any), then the pidfd
+  };
+  int wake_fd_;
+  std::vector<pollfd> polled_;  // the eventfd, then each watched worker's
+  std::vector<watched> watched_;
+};
 
 // Whether the program's SIGCHLD disposition could take a fork() child's
 // exit status: SIG_IGN, SA_NOCLDWAIT, or a handler.

@@ -5,7 +5,6 @@
 // is known exactly; map chunks amortise the round trip.
 #include <xjob/process_pool.hpp>
 
-#include <poll.h>
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -558,8 +557,7 @@ class pool_core {
   }
 
   void supervise_loop() {
-    std::vector<pollfd> polled;
-    std::vector<std::size_t> polled_worker;
+    process::worker_poll polled(wake_fd_.get());
     for (;;) {
       int target = 0;
       bool stopping = false;
@@ -608,31 +606,19 @@ class pool_core {
         publish_pids();
         return;
       }
-      polled.assign(1, pollfd{wake_fd_.get(), POLLIN, 0});
-      polled_worker.assign(1, 0);
-      for (std::size_t i = 0; i < workers_.size(); ++i) {
-        polled.push_back(pollfd{workers_[i].channel.get(), POLLIN, 0});
-        polled_worker.push_back(i);
-        polled.push_back(pollfd{workers_[i].child.pidfd(), POLLIN, 0});
-        polled_worker.push_back(i);
-      }
-      int const ready = poll(polled.data(), polled.size(), poll_timeout_ms());
-      if (ready < 0 && errno != EINTR) {
-        abandon(fmt::format("the process pool's supervisor cannot wait for its workers: {}", std::strerror(errno)));
+      for (std::size_t i = 0; i < workers_.size(); ++i)
+        polled.watch(i, workers_[i].channel.get(), workers_[i].child.pidfd());
+      std::vector<std::pair<std::size_t, process::worker_poll::seen>> found;
+      try {
+        found = polled.wait(poll_timeout_ms());
+      } catch (std::system_error const& e) {
+        abandon(fmt::format("the process pool's supervisor {}", e.what()));
         return;
       }
-      if (ready <= 0) continue;
-      if (polled[0].revents != 0) {
-        std::uint64_t count = 0;
-        [[maybe_unused]] ssize_t const ignored = read(wake_fd_.get(), &count, sizeof count);
-      }
       std::vector<std::size_t> dead;
-      for (std::size_t i = 1; i < polled.size(); i += 2) {
-        std::size_t const w = polled_worker[i];
+      for (auto const& [w, seen] : found) {
         // A dead worker's frames are read by on_death, whole ones only.
-        if (polled[i + 1].revents == 0 && polled[i].revents != 0 && !on_message(workers_[w]))
-          polled[i + 1].revents |= POLLIN;
-        if (polled[i + 1].revents != 0) dead.push_back(w);
+        if (seen.ended || !on_message(workers_[w])) dead.push_back(w);
       }
       std::sort(dead.begin(), dead.end());
       dead.erase(std::unique(dead.begin(), dead.end()), dead.end());

@@ -9,7 +9,6 @@
 // which task a dead or stuck worker was running, re-runs it on a fresh
 // worker when retries allow, and enforces the timeouts.
 #include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
@@ -231,8 +230,8 @@ class call_supervisor {
 
   // Collects results, "done"s and ends of workers until none is running.
   void supervise() {
-    std::vector<pollfd> polled;
-    std::vector<std::pair<std::size_t, std::size_t>> polled_worker;  // worker, its start count
+    process::worker_poll polled(wake_fd_.get());
+    std::vector<std::size_t> polled_start(worker_count_);  // each polled worker's start count
     for (;;) {
       bool const progressed = drain_all();
       check_timeouts(clock_type::now());
@@ -247,35 +246,25 @@ class call_supervisor {
       // Per running worker a warm one's channel, then its pidfd: a "done"
       // is taken before an end, so a worker that ended after its part is
       // not counted as a death of this call.
-      polled.assign(1, pollfd{wake_fd_.get(), POLLIN, 0});
-      polled_worker.assign(1, {0, 0});
       for (std::size_t w = 0; w < worker_count_; ++w) {
         if (!running_[w]) continue;
-        if (warm_ != nullptr) {
-          polled.push_back(pollfd{worker(w).channel(), POLLIN, 0});
-          polled_worker.push_back({w, starts_[w]});
-        }
-        polled.push_back(pollfd{worker(w).pidfd(), POLLIN, 0});
-        polled_worker.push_back({w, starts_[w]});
+        polled_start[w] = starts_[w];
+        polled.watch(w, warm_ != nullptr ? worker(w).channel() : -1, worker(w).pidfd());
       }
-      int const ready = poll(polled.data(), polled.size(), poll_timeout_ms(clock_type::now()));
+      auto const found = polled.wait(poll_timeout_ms(clock_type::now()));
       header_->caller_sleeping.store(0, std::memory_order_relaxed);
-      if (ready < 0 && errno != EINTR) throw_errno(errno, "cannot wait for worker processes");
-      if (ready <= 0) continue;
-      if (polled[0].revents != 0) {
-        std::uint64_t count = 0;
-        [[maybe_unused]] ssize_t const ignored = read(wake_fd_.get(), &count, sizeof count);
-      }
-      for (std::size_t i = 1; i < polled.size(); ++i) {
-        auto const [w, start] = polled_worker[i];
-        // Skipped: nothing happened, the worker is out of the call, or it
-        // was started anew in this round (a retry) and this is the old one's.
-        if (polled[i].revents == 0 || !running_[w] || starts_[w] != start) continue;
-        bool const channel = warm_ != nullptr && polled[i].fd == worker(w).channel();
+      for (auto const& [w, seen] : found) {
+        // Skipped: the worker is out of the call, or it was started anew in
+        // this round (a retry) and this is the old one's.
+        auto current = [&, w = w] { return running_[w] && starts_[w] == polled_start[w]; };
+        if (!current()) continue;
         // A channel that ended means the worker is going: its pidfd says how.
-        if (channel && on_message(w)) continue;
-        if (channel) worker(w).kill();
-        on_exit(w);
+        if (seen.message && !on_message(w)) {
+          worker(w).kill();
+          on_exit(w);
+          continue;
+        }
+        if (seen.ended && current()) on_exit(w);
       }
     }
   }
