@@ -55,7 +55,6 @@ using seconds = std::chrono::duration<double>;
 // Remote forms larger than this reach warm workers through shared memory.
 constexpr std::size_t large_payload_bytes = std::size_t(64) << 10;
 
-
 std::size_t round_up(std::size_t bytes, std::size_t unit) { return (bytes + unit - 1) / unit * unit; }
 
 // One call on worker processes: forked for it (`warm` null), from the first
