@@ -38,7 +38,7 @@ for key in ("cpu", "cpus", "memory_gib", "kernel", "compiler", "flags"):
 if data["preset"] != "quick":
     fail(f"preset is {data['preset']}")
 names = [w["name"] for w in data["workloads"]]
-want = ["map", "rowreduce", "sum", "sumsq", "md5", "tiny", "calls", "sleep", "npy", "resume"]
+want = ["map", "cold", "rowreduce", "sum", "sumsq", "md5", "tiny", "calls", "sleep", "npy", "resume"]
 if names != want:
     fail(f"workloads {names}, expected {want}")
 rows = data["rows"]
@@ -56,13 +56,14 @@ for r in rows:
         fail(f"{r['workload']} {r['backend']} has {r['reps']} timed repetitions, not 3")
 for w in want:
     families = {r["family"] for r in rows if r["workload"] == w}
-    # resume prices journaling against plain .npy outputs: no joblib rows.
-    expected_families = {"xjob", "baseline"} if w == "resume" else {"xjob", "baseline", "joblib"}
+    # resume prices journaling against plain .npy outputs, cold first
+    # touch against fresh malloc memory: no joblib rows.
+    expected_families = {"xjob", "baseline"} if w in ("resume", "cold") else {"xjob", "baseline", "joblib"}
     if families != expected_families:
         fail(f"{w} has rows of {sorted(families)}, expected {sorted(expected_families)}")
     backends = {r["backend"] for r in rows if r["workload"] == w}
     for b in ("threads", "processes", "joblib loky", "joblib threading", "joblib multiprocessing"):
-        if b.startswith("joblib") and w == "resume":
+        if b.startswith("joblib") and w in ("resume", "cold"):
             continue
         if b not in backends and not (w == "calls" and b == "joblib multiprocessing"):
             fail(f"{w} has no {b} row")
@@ -70,7 +71,11 @@ for w in want:
         for b in ("xjob into create_npy", "xjob into create_npy, msync"):
             if b not in backends:
                 fail(f"resume has no {b} row")
-    if w not in ("npy", "resume", "calls", "sum"):
+    if w == "cold":
+        for b in ("raw TBB, fresh malloc", "OpenMP, fresh malloc", "raw TBB, cold shared_array"):
+            if b not in backends:
+                fail(f"cold has no {b} row")
+    if w not in ("npy", "resume", "calls", "sum", "cold"):
         for m in ("fork", "forkserver", "spawn"):
             if f"pool ({m})" not in backends:
                 fail(f"{w} has no pool ({m}) row")

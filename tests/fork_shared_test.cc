@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <cstring>
@@ -149,4 +150,71 @@ TEST_CASE("map_for_writing reads the pages of a kept mapping once, and a fork fo
   REQUIRE(faults.data()[1] == 0);
   REQUIRE(faults.data()[2] >= pages / 16);
   REQUIRE(faults.data()[3] >= pages / 16);
+}
+
+TEST_CASE("prepare_output_for_writing gives a cold output its pages in one call and never changes memory") {
+#if defined(__SANITIZE_THREAD__)
+  SUCCEED("skipped under ThreadSanitizer (its shadow memory faults as well)");
+  return;
+#endif
+  constexpr std::size_t bytes = std::size_t(16) << 20;
+  long const pages = static_cast<long>(bytes / 4096);
+  // New memfds, not recycled memory with pages already there.
+  xjob::trim_shared_memory_cache();
+  xjob::shared_array<std::uint8_t> cold({bytes}, xjob::uninitialized);
+  xjob::shared_array<std::uint8_t> plain({bytes}, xjob::uninitialized);
+  REQUIRE_FALSE(xjob::detail::page_has_memory(cold.data()));
+  REQUIRE_FALSE(xjob::detail::page_has_memory(cold.data() + bytes / 2));
+
+  // Unaligned ends, as chunk boundaries are: the pages holding them are
+  // made whole.
+  xjob::detail::prepare_output_for_writing(cold.data() + 100, bytes - 200);
+  REQUIRE(xjob::detail::page_has_memory(cold.data()));
+  REQUIRE(xjob::detail::page_has_memory(cold.data() + bytes / 2));
+  REQUIRE(xjob::detail::page_has_memory(cold.data() + bytes - 1));
+  long start = minor_faults();
+  std::memset(cold.data(), 3, bytes);
+  long const after_prepare = minor_faults() - start;
+  start = minor_faults();
+  std::memset(plain.data(), 3, bytes);
+  long const without = minor_faults() - start;
+  CAPTURE(after_prepare, without, pages);
+  REQUIRE(without >= pages * 9 / 10);  // one fault per page written
+  REQUIRE(after_prepare * 100 < pages);
+
+  // Memory with pages keeps its contents, whole or at a chunk's edge.
+  xjob::detail::prepare_output_for_writing(cold.data() + 4000, 10000);
+  xjob::detail::prepare_output_for_writing(plain.data(), bytes);
+  REQUIRE(std::all_of(cold.begin(), cold.end(), [](std::uint8_t v) { return v == 3; }));
+  REQUIRE(std::all_of(plain.begin(), plain.end(), [](std::uint8_t v) { return v == 3; }));
+}
+
+TEST_CASE("prepare_output_for_writing maps a forked child's cold output and keeps its neighbours' writes") {
+#if defined(__SANITIZE_THREAD__)
+  SUCCEED("skipped under ThreadSanitizer (its shadow memory faults as well)");
+  return;
+#endif
+  constexpr std::size_t bytes = std::size_t(8) << 20;
+  xjob::trim_shared_memory_cache();
+  xjob::shared_array<std::uint8_t> memory({bytes}, xjob::uninitialized);
+  xjob::shared_array<long> faults({1});
+  // The parent writes the first half's last bytes, in the page the child's
+  // chunk starts in; the child readies its chunk and writes it.
+  std::memset(memory.data() + bytes / 2 - 10, 7, 10);
+  pid_t const child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    xjob::detail::prepare_output_for_writing(memory.data() + bytes / 2, bytes / 2);
+    long const start = minor_faults();
+    std::memset(memory.data() + bytes / 2, 9, bytes / 2);
+    faults.data()[0] = minor_faults() - start;
+    _exit(0);
+  }
+  int status = 0;
+  waitpid(child, &status, 0);
+  REQUIRE(WIFEXITED(status));
+  CAPTURE(faults.data()[0]);
+  REQUIRE(faults.data()[0] * 100 < static_cast<long>(bytes / 2 / 4096));
+  REQUIRE(std::all_of(memory.data() + bytes / 2 - 10, memory.data() + bytes / 2, [](std::uint8_t v) { return v == 7; }));
+  REQUIRE(std::all_of(memory.data() + bytes / 2, memory.end(), [](std::uint8_t v) { return v == 9; }));
 }

@@ -213,6 +213,33 @@ TEST_CASE("f may name the chunk types: chunk_view of const input and of the outp
   REQUIRE((chained.view<2>() == x));
 }
 
+TEST_CASE("a cold output (memory nobody touched yet) is written whole on every backend and store kind") {
+  // Chunks of 97 rows of 7 doubles start and end inside pages, so the page
+  // at each boundary is readied by both workers' chunks.
+  auto const x = rows(4099, 7);
+  auto const f = [](auto const& in, auto&& out) { out = xt::sqrt(in) * 2.0 + 1.0; };
+  xt::xtensor<double, 2> const expected = xt::sqrt(x) * 2.0 + 1.0;
+  auto const dir = std::filesystem::temp_directory_path() / ("xjob-cold-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  for (char const* backend : {"sequential", "threads", "processes"}) {
+    for (auto mode : {xjob::streaming_stores::off, xjob::streaming_stores::on, xjob::streaming_stores::automatic}) {
+      xjob::parallel par({.n_jobs = 2, .backend = backend, .chunk_size = 97, .streaming = mode});
+      INFO(backend << " mode " << static_cast<int>(mode));
+      xjob::trim_shared_memory_cache();
+      auto const y = par.map_chunks(x, f);
+      REQUIRE((y.view<2>() == expected));
+      xjob::trim_shared_memory_cache();
+      xjob::shared_array<double> into({4099, 7}, xjob::uninitialized);
+      par.map_chunks(x, f, into);
+      REQUIRE((into.view<2>() == expected));
+      auto file = xjob::shared_array<double>::create_npy(dir / "cold.npy", {4099, 7});
+      par.map_chunks(x, f, file);
+      REQUIRE((xjob::shared_array<double const>::open_npy(dir / "cold.npy").view<2>() == expected));
+    }
+  }
+  std::filesystem::remove_all(dir);
+}
+
 TEST_CASE("streaming stores give bit for bit the results of ordinary stores") {
   auto const x = rows(4099, 7);  // an odd size: chunks start off any register alignment
   xt::xtensor<float, 2> const xf = xt::cast<float>(x);

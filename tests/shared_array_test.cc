@@ -1,3 +1,5 @@
+#include <xjob/map_chunks.hpp>
+#include <xjob/parallel.hpp>
 #include <xjob/shared_array.hpp>
 #include <xjob/shared_array_view.hpp>
 
@@ -19,6 +21,7 @@
 #include <system_error>
 
 #include <catch2/catch.hpp>
+#include <xtensor/xbuilder.hpp>
 #include <xtensor/xtensor.hpp>
 
 #include "test_support.hpp"
@@ -352,4 +355,84 @@ TEST_CASE("shared arrays and .npy files never take the places of stdin and stdou
   REQUIRE(failure.empty());
   REQUIRE(anonymous.size() == 777'777);
   REQUIRE(opened.size() == 16);
+}
+
+namespace {
+// The kernel page size of the mapping holding `address`, in KiB, from
+// /proc/self/smaps; 0 if not found.
+long kernel_page_kib(void const* address) {
+  std::ifstream smaps("/proc/self/smaps");
+  auto const at = reinterpret_cast<std::uintptr_t>(address);
+  std::string line;
+  bool inside = false;
+  while (std::getline(smaps, line)) {
+    std::uintptr_t begin = 0;
+    std::uintptr_t end = 0;
+    if (std::sscanf(line.c_str(), "%lx-%lx ", &begin, &end) == 2 && line.find(':') > line.find(' ')) {
+      inside = begin <= at && at < end;
+    } else if (inside && line.rfind("KernelPageSize:", 0) == 0) {
+      return std::strtol(line.c_str() + 15, nullptr, 10);
+    }
+  }
+  return 0;
+}
+
+// Huge pages neither in use nor reserved by a mapping (a MAP_SHARED one
+// reserves all its pages when it is made).
+long free_huge_pages() {
+  std::ifstream meminfo("/proc/meminfo");
+  std::string line;
+  long free = 0;
+  long reserved = 0;
+  while (std::getline(meminfo, line)) {
+    if (line.rfind("HugePages_Free:", 0) == 0) free = std::strtol(line.c_str() + 15, nullptr, 10);
+    if (line.rfind("HugePages_Rsvd:", 0) == 0) reserved = std::strtol(line.c_str() + 15, nullptr, 10);
+  }
+  return free - reserved;
+}
+}  // namespace
+
+TEST_CASE("XJOB_HUGE_PAGES=on puts an array in reserved huge pages, and falls back where the pool is short") {
+  struct huge_pages_on {
+    huge_pages_on() { ::setenv("XJOB_HUGE_PAGES", "on", 1); }
+    ~huge_pages_on() { ::unsetenv("XJOB_HUGE_PAGES"); }
+  } const on;
+  xjob::trim_shared_memory_cache();
+  std::size_t const huge_page = std::size_t(2) << 20;
+  long const free_pages = free_huge_pages();
+  SECTION("an array larger than the free pool gets ordinary pages") {
+    std::size_t const n = (static_cast<std::size_t>(free_pages) + 1) * huge_page / sizeof(double);
+    xjob::shared_array<double> a({n});
+    a.data()[0] = 1.0;
+    a.data()[n - 1] = 2.0;
+    REQUIRE(kernel_page_kib(a.data()) == 4);
+    REQUIRE(free_huge_pages() == free_pages);
+  }
+  SECTION("an array the pool has room for is in huge pages, and workers write it") {
+    if (free_pages < 4) {
+      WARN("no huge pages reserved here (vm.nr_hugepages; scripts/test.sh reserves some as root): skipped");
+      return;
+    }
+    std::size_t const n = 3 * huge_page / sizeof(double) - 5;  // rounded up to 3 pages
+    {
+      xjob::shared_array<double> a({n});
+      REQUIRE(kernel_page_kib(a.data()) == 2048);
+      REQUIRE(free_huge_pages() == free_pages - 3);  // reserved when mapped
+      xt::xtensor<double, 1> x = xt::arange<double>(static_cast<double>(n));
+      for (char const* backend : {"threads", "processes"}) {
+        xjob::parallel par({.n_jobs = 2, .backend = backend, .chunk_size = 10007});
+        par.map_chunks(x, [](auto const& in, auto&& out) { out = in * 2.0; }, a);
+        for (std::size_t i = 0; i < n; i += 997) REQUIRE(a.data()[i] == 2.0 * static_cast<double>(i));
+        REQUIRE(a.data()[n - 1] == 2.0 * static_cast<double>(n - 1));
+      }
+      // And a new output from map_chunks, the cold path.
+      auto const y = xjob::parallel({.n_jobs = 2, .backend = "processes"}).map_chunks(x, [](auto const& in, auto&& out) {
+        out = in + 1.0;
+      });
+      REQUIRE(kernel_page_kib(y.data()) == 2048);
+      REQUIRE(y.data()[n - 1] == static_cast<double>(n));
+    }
+    xjob::trim_shared_memory_cache();
+    REQUIRE(free_huge_pages() == free_pages);  // given back
+  }
 }

@@ -10,6 +10,7 @@
 #include <ctime>
 #include <fstream>
 #include <limits>
+#include <set>
 #include <stdexcept>
 #include <thread>
 
@@ -278,6 +279,12 @@ void print_summary(std::vector<workload_info> const& infos, std::vector<record> 
   auto has = [&](std::string const& name) {
     return std::ranges::any_of(infos, [&](auto const& i) { return i.name == name; });
   };
+  auto n_jobs_of = [&](std::string const& workload) {
+    std::set<int> values;
+    for (auto const& r : records)
+      if (r.workload == workload) values.insert(r.n_jobs);
+    return values;
+  };
   if (has("map")) {
     record const* x = best(records, "map", is_xjob);
     record const* loky = best(records, "map", [](record const& r) { return r.backend == "joblib loky"; });
@@ -286,6 +293,41 @@ void print_summary(std::vector<workload_info> const& infos, std::vector<record> 
     double const vs_tbb = x && tbb ? x->throughput.median / tbb->throughput.median : nan;
     fmt::print("  [{}] map: best xjob >= 5x best joblib loky (memmapped): {}\n", verdict(vs_loky, 5), ratio_text(vs_loky));
     fmt::print("  [{}] map: best xjob >= 0.95x best raw TBB: {}\n", verdict(vs_tbb, 0.95), ratio_text(vs_tbb));
+    // Against the streaming-store ceiling, and processes against threads,
+    // at each n_jobs both ran with (best chunk size of each).
+    for (int const n : n_jobs_of("map")) {
+      auto best_of = [&](std::string const& family, std::string const& backend) {
+        return best(records, "map", [&](record const& r) { return r.family == family && r.backend == backend && r.n_jobs == n; });
+      };
+      record const* threads = best_of("xjob", "threads");
+      record const* streaming = best_of("baseline", "raw TBB streaming");
+      record const* processes = best_of("xjob", "processes");
+      if (threads && streaming)
+        fmt::print("  [{}] map: xjob threads >= 0.95x raw TBB with streaming stores at n_jobs={}: {}\n",
+                   verdict(threads->throughput.median / streaming->throughput.median, 0.95), n,
+                   ratio_text(threads->throughput.median / streaming->throughput.median));
+      if (threads && processes)
+        fmt::print("  [{}] map: xjob processes >= 0.9x xjob threads at n_jobs={}: {}\n",
+                   verdict(processes->throughput.median / threads->throughput.median, 0.9), n,
+                   ratio_text(processes->throughput.median / threads->throughput.median));
+    }
+  }
+  if (has("cold")) {
+    for (int const n : n_jobs_of("cold")) {
+      record const* malloc_row = best(records, "cold", [&](record const& r) {
+        return r.backend == "raw TBB, fresh malloc" && r.n_jobs == n;
+      });
+      for (std::string const backend : {"threads", "processes"}) {
+        record const* x = best(records, "cold", [&](record const& r) {
+          return r.family == "xjob" && r.backend == backend && r.n_jobs == n;
+        });
+        if (x == nullptr || malloc_row == nullptr) continue;
+        double const ratio = x->throughput.median / malloc_row->throughput.median;
+        fmt::print("  [{}] cold output: xjob {} into a new shared_array >= raw TBB into fresh malloc memory at "
+                   "n_jobs={}: {}\n",
+                   verdict(ratio, 1.0), backend, n, ratio_text(ratio));
+      }
+    }
   }
   if (has("tiny")) {
     // Parallel dispatch only: one worker runs in the caller, with nothing handed out.

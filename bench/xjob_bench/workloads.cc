@@ -347,23 +347,31 @@ void add_joblib_variants(workload& w, bench_context& c, dimensions d, Request re
 
 // ------------------------------------------------------------ elementwise
 
-// Where a map's output goes: a warm shared_array; a new .npy file on disk
-// each run (create_npy); or a new resumable one (resume_npy), whose
-// journaling the baselines, plain .npy files, price.
-enum class map_output { warm, npy, resumable_npy };
+// Where a map's output goes: a warm shared_array; a new one nobody has
+// touched each run (xjob's cache of freed shared memory emptied first), to
+// price first-touch page faults against raw TBB into fresh malloc memory; a
+// new .npy file on disk each run (create_npy); or a new resumable one
+// (resume_npy), whose journaling the baselines, plain .npy files, price.
+enum class map_output { warm, cold, npy, resumable_npy };
 
 // y = sqrt(x)*2+1 over a large float64 array (memory-bound), into `output`.
 class map_workload : public workload {
  public:
   map_workload(bench_context& c, map_output output)
-      : c_(c), output_(output), to_npy_(output != map_output::warm),
+      : c_(c), output_(output), to_npy_(output == map_output::npy || output == map_output::resumable_npy),
         n_(to_npy_ ? c.settings().sizes.npy_elements : c.settings().sizes.map_elements),
         x_({n_}, xjob::uninitialized),
         pool_x_(n_ * sizeof(double)),
-        pool_y_(to_npy_ ? sizeof(double) : n_ * sizeof(double)) {
+        pool_y_(output == map_output::warm ? n_ * sizeof(double) : sizeof(double)) {
     double const gib = static_cast<double>(n_ * sizeof(double)) / double(1 << 30);
-    name = output == map_output::warm ? "map" : output == map_output::npy ? "npy" : "resume";
+    name = output == map_output::warm   ? "map"
+           : output == map_output::cold ? "cold"
+           : output == map_output::npy  ? "npy"
+                                        : "resume";
     title = output == map_output::warm ? "elementwise map y = sqrt(x)*2+1"
+            : output == map_output::cold
+                ? "the same map into a cold output: a new shared_array nobody touched (cache trimmed), "
+                  "baselines into fresh malloc memory"
             : output == map_output::npy ? "map_chunks into a new .npy file on disk"
                                         : "map_chunks into a new resumable .npy file on disk (resume_npy)";
     unit = "GB/s";
@@ -377,7 +385,7 @@ class map_workload : public workload {
     ref_ = std::make_unique_for_overwrite<double[]>(n_);
     map_range(x(), ref_.get(), 0, n_);
     reference = number_text(checksum(ref_.get(), n_));
-    if (!to_npy_) warm_ = xjob::shared_array<double>({n_});
+    if (output == map_output::warm) warm_ = xjob::shared_array<double>({n_});
     define_variants();
   }
 
@@ -404,12 +412,36 @@ class map_workload : public workload {
   // checked and removed).
   template <class Body>
   run_result run_into_output(std::string const& who, std::size_t tasks, Body body, double const* expected = nullptr) {
-    if (!to_npy_) {
+    if (output_ == map_output::warm) {
       fill_nan(warm_.data(), n_);
       double const seconds = timed([&] { body(warm_); });
       return finish(who, seconds, warm_.data(), tasks, expected);
     }
+    if (output_ == map_output::cold) {
+      // Made in the timed part, as y = par.map_chunks(x, f) makes its
+      // output; freed outside it.
+      xjob::trim_shared_memory_cache();
+      xjob::shared_array<double> y;
+      double const seconds = timed([&] {
+        y = xjob::shared_array<double>({n_}, xjob::uninitialized);
+        body(y);
+      });
+      return finish(who, seconds, y.data(), tasks, expected);
+    }
     return run_into_file(who, tasks, body, output_, false, expected);
+  }
+
+  // A raw baseline into new private memory from malloc (glibc maps a block
+  // this large from the kernel, so every page faults at its first write),
+  // allocated in the timed part and freed outside it.
+  template <class Body>
+  run_result run_into_malloc(std::string const& who, Body body) {
+    std::unique_ptr<double[]> y;
+    double const seconds = timed([&] {
+      y = std::make_unique_for_overwrite<double[]>(n_);
+      body(y.get());
+    });
+    return finish(who, seconds, y.get(), 0);
   }
 
   // The same into a new .npy file of kind `kind`; with `write_back`, the
@@ -452,9 +484,10 @@ class map_workload : public workload {
       };
     });
 
-    if (!to_npy_) {
-      // The npy workload has no pool rows: a pool worker would have to map
-      // the output file by its path, which xjob does not offer for writing.
+    if (output_ == map_output::warm) {
+      // The npy workloads have no pool rows: a pool worker would have to map
+      // the output file by its path, which xjob does not offer for writing;
+      // nor the cold one, whose point is xjob's own new output.
       add_pool_variants(*this, c_, {.chunks = true}, [&](variant& v, auto get_pool, auto chunk, auto) {
         v.work = bytes;
         std::size_t const size = chunk ? *chunk : auto_chunk(v.n_jobs);
@@ -492,6 +525,28 @@ class map_workload : public workload {
       return;
     }
 
+    if (output_ == map_output::cold) {
+      // What a program without xjob pays for a new output: raw TBB and
+      // OpenMP into fresh malloc memory; and raw TBB into a new shared_array,
+      // what the same faults cost on shared memory.
+      add_baseline(*this, c_, "raw TBB, fresh malloc", true, bytes, [this](int n) {
+        return std::function<run_result()>([this, n] {
+          return run_into_malloc("raw TBB, fresh malloc", [&](double* out) { raw_tbb_map(n, out); });
+        });
+      });
+      add_baseline(*this, c_, "OpenMP, fresh malloc", true, bytes, [this](int n) {
+        return std::function<run_result()>(
+            [this, n] { return run_into_malloc("OpenMP, fresh malloc", [&](double* out) { map_omp(x(), out, n_, n); }); });
+      });
+      add_baseline(*this, c_, "raw TBB, cold shared_array", true, bytes, [this](int n) {
+        return std::function<run_result()>([this, n] {
+          return run_into_output("raw TBB, cold shared_array", 0,
+                                 [&](xjob::shared_array<double>& y) { raw_tbb_map(n, y.data()); });
+        });
+      });
+      return;
+    }
+
     // Baselines write through the same output (the warm buffer, or a new
     // .npy file each run), so they pay what the xjob rows pay.
     add_baseline(*this, c_, "plain loop", false, bytes, [this](int) {
@@ -501,13 +556,7 @@ class map_workload : public workload {
     });
     add_baseline(*this, c_, "raw TBB", true, bytes, [this](int n) {
       return std::function<run_result()>([this, n] {
-        return run_into_output("raw TBB", 0, [&](xjob::shared_array<double>& y) {
-          double* const out = y.data();
-          c_.arena(n).execute([&] {
-            tbb::parallel_for(tbb::blocked_range<std::size_t>(0, n_),
-                              [&](auto const& r) { map_range(x(), out, r.begin(), r.end()); });
-          });
-        });
+        return run_into_output("raw TBB", 0, [&](xjob::shared_array<double>& y) { raw_tbb_map(n, y.data()); });
       });
     });
     // The same with streaming stores (no read for ownership of the output):
@@ -547,6 +596,14 @@ class map_workload : public workload {
       return joblib_request{.size = {{"elements", n_}},
                             .chunk = chunk ? *chunk : auto_chunk(n_jobs),
                             .work = bytes};
+    });
+  }
+
+  // The raw oneTBB baseline: the map by tbb::parallel_for in an arena of n.
+  void raw_tbb_map(int n, double* out) {
+    c_.arena(n).execute([&] {
+      tbb::parallel_for(tbb::blocked_range<std::size_t>(0, n_),
+                        [&](auto const& r) { map_range(x(), out, r.begin(), r.end()); });
     });
   }
 
@@ -1308,13 +1365,14 @@ class calls_workload : public workload {
 }  // namespace
 
 std::vector<std::string> const& workload_names() {
-  static std::vector<std::string> const names = {"map",  "rowreduce", "sum",   "sumsq", "md5",
-                                                 "tiny", "calls",     "sleep", "npy",   "resume"};
+  static std::vector<std::string> const names = {"map",   "cold",  "rowreduce", "sum", "sumsq", "md5",
+                                                 "tiny",  "calls", "sleep",     "npy", "resume"};
   return names;
 }
 
 std::unique_ptr<workload> make_workload(std::string const& name, bench_context& context) {
   if (name == "map") return std::make_unique<map_workload>(context, map_output::warm);
+  if (name == "cold") return std::make_unique<map_workload>(context, map_output::cold);
   if (name == "npy") return std::make_unique<map_workload>(context, map_output::npy);
   if (name == "resume") return std::make_unique<map_workload>(context, map_output::resumable_npy);
   if (name == "rowreduce") return std::make_unique<reduce_workload>(context);

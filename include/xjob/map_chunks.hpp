@@ -189,7 +189,7 @@ void refuse_chunk_callable() {
 // nullopt for ordinary stores, else whether it learns to stop (automatic).
 // Automatic streams an output at least as large as the last-level cache:
 // a smaller one may still be in the cache when it is next read, and
-// streaming would evict it.
+// streaming would evict it. (Nor a cold output: see map_chunks_into.)
 template <class OutElement>
 [[nodiscard]] std::optional<bool> streaming_for(parallel const& par, std::size_t output_bytes) {
   if constexpr (!streamable_element<std::remove_const_t<OutElement>>) {
@@ -213,15 +213,15 @@ template <class OutElement>
 template <class Run, class In, class F, class Out, class InElement, class OutElement>
 void run_chunk_plan(Run const& run, chunk_plan const& plan, chunk_selection selection, In const& in, F const& f,
                     Out&& out,
-                    InElement* in_first, OutElement* out_first, std::size_t axis, bool clear_output,
+                    InElement* in_first, OutElement* out_first, std::size_t axis, output_memory memory,
                     std::optional<bool> streaming_choice) {
   auto const& in_shape = in.shape();
   auto const& out_shape = out.shape();
   auto as_is = [](auto&& chunk) { return std::move(chunk); };
   auto no_alias = [](auto&& chunk) { return output_chunk(std::move(chunk)); };
   if (axis == 0 && is_row_major_contiguous(in) && is_row_major_contiguous(out)) {
-    contiguous_slabs<InElement, chunk_shape_t<In>> ins(in_first, in_shape, false);
-    contiguous_slabs<OutElement, chunk_shape_t<Out>> outs(out_first, out_shape, clear_output);
+    contiguous_slabs<InElement, chunk_shape_t<In>> ins(in_first, in_shape);
+    contiguous_slabs<OutElement, chunk_shape_t<Out>> outs(out_first, out_shape, memory);
     if (overlaps(in_first, in.size(), out_first, out.size())) {
       run_chunks(run, plan, selection, axis, ins, outs, f, as_is);
     } else if (streaming_choice) {
@@ -236,7 +236,7 @@ void run_chunk_plan(Run const& run, chunk_plan const& plan, chunk_selection sele
   } else {
     // f's chunks are copies here, which never overlap each other.
     using in_value = std::remove_const_t<InElement>;
-    if (clear_output) std::fill(out.begin(), out.end(), OutElement{});
+    if (memory == output_memory::recycled) std::fill(out.begin(), out.end(), OutElement{});
     copied_slabs<in_value const, dense_chunk_t<In, in_value>> ins(in_first, in_shape, in.strides(), axis);
     copied_slabs<OutElement, dense_chunk_t<Out, OutElement>> outs(out_first, out_shape, out.strides(), axis);
     run_chunks(run, plan, selection, axis, ins, outs, f, no_alias);
@@ -311,12 +311,12 @@ void run_remote_chunks(std::string_view payload, std::span<std::byte* const> map
   std::uint64_t axis = 0;
   std::uint64_t extent = 0;
   std::uint64_t chunk_extent = 0;
-  bool clear_output = false;
+  std::uint8_t memory = 0;
   std::int8_t streaming = -1;
   std::vector<std::size_t> only;
   decode_values(payload, "a map_chunks call", in_array.mapping, in_array.offset, in_array.shape, in_array.strides,
                 out_array.mapping, out_array.offset, out_array.shape, out_array.strides, axis, extent, chunk_extent,
-                clear_output, streaming, only);
+                memory, streaming, only);
   auto in = adapt_remote_array<InElement, InShape>(mappings, in_array);
   auto out = adapt_remote_array<OutElement, OutShape>(mappings, out_array);
   chunk_plan const plan(static_cast<std::size_t>(extent), static_cast<std::size_t>(chunk_extent));
@@ -324,7 +324,7 @@ void run_remote_chunks(std::string_view payload, std::span<std::byte* const> map
   run_chunk_plan([&loop](task_runner& runner, std::size_t count) { loop.run(runner, count); }, plan,
                  chunk_selection{only}, in, f, out,
                  static_cast<InElement*>(in.data()), static_cast<OutElement*>(out.data()),
-                 static_cast<std::size_t>(axis), clear_output,
+                 static_cast<std::size_t>(axis), static_cast<output_memory>(memory),
                  streaming < 0 ? std::nullopt : std::optional<bool>(streaming != 0));
 }
 
@@ -335,7 +335,7 @@ template <class F, class In, class Out, class InElement, class OutElement>
                                                             shared_mapping_location const& in_at,
                                                             OutElement* out_first, std::size_t axis,
                                                             chunk_plan const& plan, chunk_selection selection,
-                                                            bool clear_output, std::optional<bool> streaming) {
+                                                            output_memory memory, std::optional<bool> streaming) {
   std::optional<shared_mapping_location> const out_at = find_array_mapping(out, out_first);
   if (!out_at || !out_at->mapping.writable) return std::nullopt;
   remote_form form;
@@ -351,7 +351,7 @@ template <class F, class In, class Out, class InElement, class OutElement>
   encode_values(form.payload, in_array.mapping, in_array.offset, in_array.shape, in_array.strides, out_array.mapping,
                 out_array.offset, out_array.shape, out_array.strides, static_cast<std::uint64_t>(axis),
                 static_cast<std::uint64_t>(plan.extent()), static_cast<std::uint64_t>(plan.chunk_extent()),
-                clear_output, static_cast<std::int8_t>(!streaming ? -1 : *streaming ? 1 : 0),
+                static_cast<std::uint8_t>(memory), static_cast<std::int8_t>(!streaming ? -1 : *streaming ? 1 : 0),
                 std::vector<std::size_t>(selection.only.begin(), selection.only.end()));
   return form;
 }
@@ -405,7 +405,16 @@ void map_chunks_into(parallel const& par, In const& in, F const& f, Out&& out, c
       on_done = [&](batch_range done) { resume->chunks_done(pending, done); };
     }
     chunk_selection const selection{pending};
-    std::optional<bool> const streaming = streaming_for<out_element_type>(par, out.size() * sizeof(out_element_type));
+    std::size_t const out_bytes = out.size() * sizeof(out_element_type);
+    output_memory const memory = clear_output                         ? output_memory::recycled
+                                 : may_be_cold(out_first, out_bytes) ? output_memory::cold
+                                                                     : output_memory::in_use;
+    std::optional<bool> streaming = streaming_for<out_element_type>(par, out_bytes);
+    // Automatic does not stream a cold output: each slab is populated just
+    // before f writes it (prepare_output_for_writing), which leaves its
+    // zeroed lines in the cache, where ordinary stores hit and streaming
+    // ones would write each line to memory a second time.
+    if (streaming == true && memory == output_memory::cold) streaming.reset();
     auto run_on = [&](remote_form const* remote) {
       return [&par, remote, &on_done](task_runner& runner, std::size_t count) {
         parallel_access::run(par, runner, count, remote, on_done, true);
@@ -421,15 +430,15 @@ void map_chunks_into(parallel const& par, In const& in, F const& f, Out&& out, c
           return;
         }
         if (std::optional<remote_form> remote = remote_chunks_form<F, In, Out, in_element_type>(
-                in, out, *in_at, out_first, how.axis, plan, selection, clear_output, streaming)) {
+                in, out, *in_at, out_first, how.axis, plan, selection, memory, streaming)) {
           run_chunk_plan(run_on(&*remote), plan, selection, in, f, std::forward<Out>(out), in_first, out_first,
-                         how.axis, clear_output, streaming);
+                         how.axis, memory, streaming);
           return;
         }
       }
     }
     run_chunk_plan(run_on(nullptr), plan, selection, in, f, std::forward<Out>(out), in_first, out_first, how.axis,
-                   clear_output, streaming);
+                   memory, streaming);
   }
 }
 

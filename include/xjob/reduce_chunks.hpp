@@ -73,7 +73,7 @@ template <class T, class Run, class In, class Element, class F, class Combine>
         combine, run);
   };
   if (axis == 0 && is_row_major_contiguous(in)) {
-    contiguous_slabs<Element, chunk_shape_t<In>> const ins(first, shape, false);
+    contiguous_slabs<Element, chunk_shape_t<In>> const ins(first, shape);
     return tree(ins);
   }
   using value = std::remove_const_t<Element>;

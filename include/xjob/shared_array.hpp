@@ -79,9 +79,13 @@ class shared_array {
   // An empty rank-1 array of extent 0.
   shared_array() : shape_{0} {}
 
-  // Zero-filled anonymous shared memory. Throws xjob::invalid_argument if
-  // the shape's byte count overflows, std::system_error if memory cannot be
-  // mapped.
+  // Zero-filled anonymous shared memory. With XJOB_HUGE_PAGES=on in the
+  // environment, an array of at least one huge page is made of the
+  // machine's reserved huge pages (vm.nr_hugepages) where the pool has room
+  // for all of it, else of ordinary pages as without it: its first touch
+  // then costs a fault per 2 MiB instead of per 4 KiB. Throws
+  // xjob::invalid_argument if the shape's byte count overflows,
+  // std::system_error if memory cannot be mapped.
   explicit shared_array(shape_type shape) : shared_array(std::move(shape), detail::region_fill::zeroed) {}
   // Contents unspecified: may reuse recycled memory without clearing it.
   shared_array(shape_type shape, uninitialized_t)

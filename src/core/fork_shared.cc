@@ -4,6 +4,7 @@
 
 #include <pthread.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -157,12 +158,35 @@ class kept_mappings {
   std::vector<mapping> mappings_;
 };
 
+std::uintptr_t system_page_bytes() noexcept {
+  static std::uintptr_t const bytes = static_cast<std::uintptr_t>(sysconf(_SC_PAGESIZE));
+  return bytes;
+}
+
 }  // namespace
 
 void map_for_writing(void const* first, std::size_t bytes) noexcept {
   if (bytes == 0) return;
   auto const* byte = static_cast<unsigned char const*>(first);
   if (!kept_mappings::instance().map_for_writing(byte, bytes)) read_each_page(byte, bytes);
+}
+
+bool page_has_memory(void const* address) noexcept {
+  std::uintptr_t const page = system_page_bytes();
+  unsigned char resident = 0;
+  auto const first = reinterpret_cast<std::uintptr_t>(address) & ~(page - 1);
+  return mincore(reinterpret_cast<void*>(first), page, &resident) == 0 && (resident & 1) != 0;
+}
+
+void prepare_output_for_writing(void* first, std::size_t bytes) noexcept {
+  if (bytes == 0) return;
+  auto const start = reinterpret_cast<std::uintptr_t>(first);
+  if (!page_has_memory(reinterpret_cast<void const*>(start + bytes / 2))) {
+    auto const first_page = start & ~(system_page_bytes() - 1);
+    // Fails on kernels before 5.14 (EINVAL): the writes fault, as they would.
+    if (madvise(reinterpret_cast<void*>(first_page), start + bytes - first_page, MADV_POPULATE_WRITE) == 0) return;
+  }
+  if (in_worker_process()) map_for_writing(first, bytes);
 }
 
 void remember_kept_mapping(void const* base, std::size_t bytes) noexcept { kept_mappings::instance().remember(base, bytes); }

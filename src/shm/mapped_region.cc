@@ -231,6 +231,33 @@ void register_mapping(std::byte* base, std::size_t length, unique_fd fd, bool wr
   }
 }
 
+// Whether XJOB_HUGE_PAGES asks for huge pages ("on"); read at each array,
+// so that a program (or a test) may change it between arrays.
+bool huge_pages_wanted() noexcept {
+  char const* text = std::getenv("XJOB_HUGE_PAGES");
+  return text != nullptr && std::strcmp(text, "on") == 0;
+}
+
+// `bytes` of shared memory in the machine's reserved huge pages
+// (memfd_create(MFD_HUGETLB), default huge page size), mapped: base and
+// mapped length, the descriptor registered. Nothing where the pool has too
+// few free pages: a MAP_SHARED hugetlb mapping reserves all its pages when
+// it is made (so a later write can never find the pool empty, which would be
+// a SIGBUS), and mmap fails with ENOMEM instead.
+std::optional<std::pair<std::byte*, std::size_t>> map_huge_pages(std::size_t bytes) noexcept {
+  unique_fd fd(move_above_stdio(memfd_create("xjob-shared-array", MFD_CLOEXEC | MFD_HUGETLB)));
+  struct stat info {};
+  if (!fd || fstat(fd.get(), &info) != 0 || info.st_blksize <= 0) return std::nullopt;
+  auto const huge_page = static_cast<std::size_t>(info.st_blksize);  // a hugetlbfs file's block is its page
+  if (bytes < huge_page) return std::nullopt;
+  std::size_t const length = (bytes + huge_page - 1) / huge_page * huge_page;
+  if (ftruncate(fd.get(), static_cast<off_t>(length)) != 0) return std::nullopt;
+  void* base = mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
+  if (base == MAP_FAILED) return std::nullopt;
+  register_mapping(static_cast<std::byte*>(base), length, std::move(fd), true);
+  return std::pair{static_cast<std::byte*>(base), length};
+}
+
 }  // namespace
 
 mapped_region::mapped_region(mapped_region&& other) noexcept { *this = std::move(other); }
@@ -281,6 +308,13 @@ mapped_region mapped_region::anonymous(std::size_t bytes, region_fill fill) {
     if (fill == region_fill::zeroed) std::memset(region.base_, 0, bytes);
     else region.recycled_ = true;
     return region;
+  }
+  if (huge_pages_wanted()) {
+    if (auto huge = map_huge_pages(bytes)) {
+      region.base_ = huge->first;
+      region.mapped_length_ = huge->second;
+      return region;
+    }
   }
   // A memfd rather than a file in /dev/shm: it has no name another user
   // could open, vanishes with its last mapping (nothing to leak if the

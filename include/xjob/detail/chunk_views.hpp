@@ -72,14 +72,34 @@ template <class Element, class Shape>
 using chunk_adaptor_t =
     decltype(xt::adapt(std::declval<Element*>(), std::size_t{}, xt::no_ownership(), std::declval<Shape const&>()));
 
+// What an output's memory is when a call starts, which says how each slab
+// is readied before f writes it.
+enum class output_memory : std::uint8_t {
+  in_use,    // written before (its pages are there): written as it is
+  cold,      // pages may not exist yet (a new output): each slab is
+             // checked and populated in one call (prepare_output_for_writing)
+  recycled,  // recycled memory whose old contents must not show through:
+             // each slab is zeroed
+};
+
+// Whether an output of `bytes` at `first` may be cold: its first, middle or
+// last page has no memory yet. Three mincore calls, so that an output in
+// use pays no check per slab.
+[[nodiscard]] inline bool may_be_cold(void const* first, std::size_t bytes) noexcept {
+  if (bytes == 0) return false;
+  auto const* byte = static_cast<unsigned char const*>(first);
+  return !page_has_memory(byte) || !page_has_memory(byte + bytes / 2) || !page_has_memory(byte + bytes - 1);
+}
+
 // Slabs [begin, end) along axis 0 of a contiguous row-major block.
 template <class Element, class Shape>
 class contiguous_slabs {
  public:
-  // With `clear_first`, each slab is zeroed when taken (recycled memory
-  // whose old contents must not show through).
+  // `memory`: what an output's memory is (see output_memory); in_use for
+  // an input.
   template <class InputShape>
-  contiguous_slabs(Element* data, InputShape const& shape, bool clear_first) : data_(data), clear_first_(clear_first) {
+  contiguous_slabs(Element* data, InputShape const& shape, output_memory memory = output_memory::in_use)
+      : data_(data), memory_(memory) {
     shape_ = xtl::make_sequence<Shape>(shape.size(), 0);
     std::copy(shape.begin(), shape.end(), shape_.begin());
     slab_elements_ = 1;
@@ -92,8 +112,13 @@ class contiguous_slabs {
     Element* first = data_ + begin * slab_elements_;
     std::size_t const count = (end - begin) * slab_elements_;
     if constexpr (!std::is_const_v<Element>) {
-      if (in_worker_process()) map_for_writing(first, count * sizeof(Element));
-      if (clear_first_) std::memset(static_cast<void*>(first), 0, count * sizeof(Element));
+      std::size_t const bytes = count * sizeof(Element);
+      if (memory_ == output_memory::cold) {
+        prepare_output_for_writing(static_cast<void*>(first), bytes);
+      } else if (in_worker_process()) {
+        map_for_writing(first, bytes);
+      }
+      if (memory_ == output_memory::recycled) std::memset(static_cast<void*>(first), 0, bytes);
     }
     // A prvalue pointer, so the adaptor is a chunk_adaptor_t (over Element*,
     // not Element*&), the type map_chunks checks f against.
@@ -113,7 +138,7 @@ class contiguous_slabs {
   Element* data_;
   Shape shape_;
   std::size_t slab_elements_ = 1;
-  bool clear_first_;
+  output_memory memory_;
 };
 
 // The output chunk f gets when no input overlaps the output. Its `=`
