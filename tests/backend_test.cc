@@ -87,3 +87,35 @@ TEST_CASE("the threads backend refuses more workers than it can start, naming th
   // The bound itself is accepted, and a call starts no more threads than it has tasks.
   REQUIRE(make_and_run(4096) == std::vector<int>{0, 1, 4});
 }
+
+using xjob::testing::declaring_backend;
+
+TEST_CASE("the front end decides from a backend's declared capabilities") {
+  xjob::register_backend("in_process", [](xjob::backend_settings const&) {
+    return std::make_unique<declaring_backend>(xjob::backend_capabilities{});
+  });
+  xjob::register_backend("isolating", [](xjob::backend_settings const&) {
+    return std::make_unique<declaring_backend>(xjob::backend_capabilities{.isolates_crashes = true});
+  });
+  xjob::register_backend("elsewhere", [](xjob::backend_settings const&) {
+    return std::make_unique<declaring_backend>(xjob::backend_capabilities{.results_cross_address_spaces = true});
+  });
+
+  SECTION("what parallel reports is what the backend declared") {
+    REQUIRE(xjob::parallel({.n_jobs = 2, .backend = "in_process"}).capabilities() == xjob::backend_capabilities{});
+    REQUIRE(xjob::parallel({.n_jobs = 2, .backend = "isolating"}).capabilities().isolates_crashes);
+    REQUIRE(xjob::parallel({.n_jobs = 2, .backend = "elsewhere"}).runs_out_of_process());
+    REQUIRE_FALSE(xjob::parallel({.n_jobs = 2, .backend = "isolating"}).runs_out_of_process());
+    REQUIRE_FALSE(xjob::parallel({.n_jobs = 2, .backend = "isolating"}).reuses_workers());
+  }
+  SECTION("one worker runs sequentially unless the backend isolates crashes") {
+    REQUIRE(xjob::parallel({.n_jobs = 1, .backend = "in_process"}).backend_name() == "sequential");
+    REQUIRE(xjob::parallel({.n_jobs = 1, .backend = "isolating"}).backend_name() == "isolating");
+  }
+  SECTION("the options that kill workers need a backend that isolates crashes") {
+    XJOB_REQUIRE_THROWS_WITH_TEXT(xjob::parallel({.n_jobs = 2, .backend = "in_process", .retries = 1}),
+                                  xjob::invalid_argument, "retries needs a backend that runs tasks in worker processes");
+    xjob::parallel const par({.n_jobs = 2, .backend = "isolating", .retries = 1});
+    REQUIRE(par.options().retries == 1);
+  }
+}

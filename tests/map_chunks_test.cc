@@ -2,10 +2,13 @@
 // containers, .npy outputs, strided inputs, bad shapes, recycled memory.
 #include <xjob/map_chunks.hpp>
 
+#include <atomic>
 #include <filesystem>
+#include <string>
 
 #include <catch2/catch.hpp>
 #include <xtensor/xarray.hpp>
+#include <xtensor/xbuilder.hpp>
 #include <xtensor/xmath.hpp>
 #include <xtensor/xreducer.hpp>
 #include <xtensor/xtensor.hpp>
@@ -238,6 +241,29 @@ TEST_CASE("a cold output (memory nobody touched yet) is written whole on every b
     }
   }
   std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("a backend whose workers write only shared memory gets a caller's container output staged") {
+  xjob::register_backend("staging", [](xjob::backend_settings const&) {
+    return std::make_unique<xjob::testing::declaring_backend>(
+        xjob::backend_capabilities{.outputs_need_shared_memory = true});
+  });
+  xjob::register_backend("in_place", [](xjob::backend_settings const&) {
+    return std::make_unique<xjob::testing::declaring_backend>(xjob::backend_capabilities{});
+  });
+  xt::xtensor<double, 1> const x = xt::arange<double>(1000.0);
+  for (char const* backend : {"staging", "in_place"}) {
+    INFO(backend);
+    xt::xtensor<double, 1> y = xt::zeros<double>({1000});
+    std::atomic<int> chunks_in_y{0};
+    xjob::parallel par({.n_jobs = 2, .backend = backend, .chunk_size = 100});
+    par.map_chunks(x, [&](auto const& in, auto&& out) {
+      if (out.data() >= y.data() && out.data() < y.data() + y.size()) ++chunks_in_y;
+      out = in * 2.0;
+    }, y);
+    REQUIRE((y == x * 2.0));
+    REQUIRE(chunks_in_y.load() == (std::string(backend) == "staging" ? 0 : 10));
+  }
 }
 
 TEST_CASE("streaming stores give bit for bit the results of ordinary stores") {

@@ -34,6 +34,19 @@ class std_thread_backend final : public xjob::backend {
   }
 };
 
+// Runs calls as std_thread_backend does and declares the capabilities it is
+// made with, to see what the front end decides from them.
+class declaring_backend final : public xjob::backend {
+ public:
+  explicit declaring_backend(xjob::backend_capabilities declared) : declared_(declared) {}
+  void run(xjob::batch_call& call) override { inner_.run(call); }
+  [[nodiscard]] xjob::backend_capabilities capabilities() const noexcept override { return declared_; }
+
+ private:
+  xjob::backend_capabilities declared_;
+  std_thread_backend inner_;
+};
+
 // Counters that tasks may bump from any backend's workers, worker processes
 // included: atomics in shared memory.
 class shared_counters {

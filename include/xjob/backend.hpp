@@ -31,6 +31,33 @@ struct backend_settings {
   std::chrono::duration<double> idle_timeout = std::chrono::seconds(300);
 };
 
+// What a backend's workers are, as the front end needs to know it: each
+// capability is one decision the front end makes from it. A backend
+// declares them (backend::capabilities); the default is an in-process
+// backend such as "threads".
+struct backend_capabilities {
+  // Tasks run in other address spaces: the backend brings their results
+  // back through the call's task runner (its encoding; result types are
+  // checked transferable at compile time for every backend), and side
+  // effects on the caller's private memory stay in the workers. Reported
+  // by parallel::runs_out_of_process().
+  bool results_cross_address_spaces = false;
+  // Workers can write only the caller's shared memory: a map_chunks output
+  // elsewhere (an xtensor container) is staged in a shared_array, copied in
+  // before the call and back after it.
+  bool outputs_need_shared_memory = false;
+  // A worker can crash or be killed without taking the caller down: the
+  // options that kill or replace workers (retries, task_timeout,
+  // call_timeout) and those of worker processes apply, and one worker is
+  // still worth a backend of its own (n_jobs = 1 is not run sequentially).
+  bool isolates_crashes = false;
+  // Calls that have a remote form (batch_call::remote) run on workers that
+  // started before the call and see only the caller's shared memory: the
+  // front end builds remote forms and puts private inputs there.
+  bool runs_remote_forms = false;
+  friend bool operator==(backend_capabilities const&, backend_capabilities const&) = default;
+};
+
 // A backend runs a call's worker loops on up to call.worker_count() workers
 // and returns when all have returned. It is made once per parallel object
 // and reused for each of its calls, so it may keep workers alive between
@@ -41,14 +68,9 @@ class backend {
   // Runs the call; failures of tasks are kept in the call, not thrown. A
   // backend's own failures (cannot start a worker) are thrown.
   virtual void run(batch_call& call) = 0;
-  // True if tasks run in other processes: their results then travel back
-  // through the call's task runner, array outputs must be in shared memory,
-  // and a worker can crash without taking the caller down.
-  [[nodiscard]] virtual bool runs_out_of_process() const noexcept { return false; }
-  // True if calls that have a remote form (see batch_call::remote) run on
-  // workers that started before the call, which see only the caller's
-  // shared memory: the front end then puts private inputs there.
-  [[nodiscard]] virtual bool runs_remote_forms() const noexcept { return false; }
+  // What its workers are (see backend_capabilities). Must not change over
+  // the backend's life.
+  [[nodiscard]] virtual backend_capabilities capabilities() const noexcept { return {}; }
 };
 
 using backend_factory = std::function<std::unique_ptr<backend>(backend_settings const&)>;

@@ -17,6 +17,7 @@
 #include <stop_token>
 #include <string>
 
+#include <xjob/batching_policy.hpp>
 #include <xjob/detail/fork_shared.hpp>
 #include <xjob/detail/task_runner.hpp>
 #include <xjob/parallel_options.hpp>
@@ -88,6 +89,8 @@ class batch_call {
   // tasks are reported at least this often, however large the batch.
   static constexpr std::chrono::milliseconds progress_interval{50};
 
+  // Throws xjob::invalid_argument for a batch_size of 0 or a
+  // target_batch_duration that is not positive (see batching_policy).
   batch_call(detail::task_runner& runner, std::size_t task_count, settings options);
   batch_call(batch_call const&) = delete;
   batch_call& operator=(batch_call const&) = delete;
@@ -101,7 +104,7 @@ class batch_call {
   void work(int worker) noexcept;
 
   // The pieces work() is made of, for backends that split them (a batch
-  // taken in one process and run in another).
+  // taken in one process and run in another). Batches are sized by policy().
   [[nodiscard]] batch_range next_batch(batch_cursor& cursor) noexcept;
   // Runs a batch here; a failure is kept in the call (and stops it).
   // Returns the end of the tasks that completed.
@@ -123,6 +126,9 @@ class batch_call {
   [[nodiscard]] detail::task_runner& runner() noexcept { return runner_; }
   [[nodiscard]] detail::remote_form const* remote() const noexcept { return settings_.remote; }
   [[nodiscard]] settings const& options() const noexcept { return settings_; }
+  // How batches are sized (from the settings' batch_size and
+  // target_batch_duration).
+  [[nodiscard]] batching_policy const& policy() const noexcept { return policy_; }
   // Moves the dispatch state into `shared` (a dispatch_state constructed
   // there), before any batch is taken; the call then takes batches from it
   // and stops through it. `shared` must outlive the call's use of it.
@@ -163,6 +169,7 @@ class batch_call {
   detail::task_runner& runner_;
   std::size_t task_count_;
   settings settings_;
+  batching_policy policy_;
   [[nodiscard]] dispatch_state& dispatch() const noexcept { return *dispatch_.load(std::memory_order_acquire); }
 
   detail::fork_shared<dispatch_state> own_dispatch_;

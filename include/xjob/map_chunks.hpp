@@ -492,7 +492,7 @@ void run_map_chunks_into(map_chunks_hook, parallel const& par, Input const& inpu
       map_chunks_into(par, in, f, output.view(), how, false);
     }
     output.commit();
-  } else if (par.runs_out_of_process()) {
+  } else if (par.capabilities().outputs_need_shared_memory) {
     auto const& out_shape = output.shape();
     shared_array<std::remove_cv_t<typename std::remove_cvref_t<Output>::value_type>> staging(
         std::vector<std::size_t>(out_shape.begin(), out_shape.end()), uninitialized);

@@ -276,12 +276,15 @@ class parallel {
   [[nodiscard]] parallel_options const& options() const noexcept { return options_; }
   [[nodiscard]] int n_jobs() const noexcept { return *options_.n_jobs; }
   [[nodiscard]] std::string const& backend_name() const noexcept { return options_.backend; }
-  // Whether tasks run in worker processes (so side effects on the caller's
-  // private memory stay in the workers; results and shared memory come back).
-  [[nodiscard]] bool runs_out_of_process() const noexcept { return backend_->runs_out_of_process(); }
-  // Whether calls whose callable has no captures run on warm worker
-  // processes (processes backend, reuse_workers) rather than fresh forks.
-  [[nodiscard]] bool reuses_workers() const noexcept { return backend_->runs_remote_forms(); }
+  // What the backend's workers are (see backend_capabilities).
+  [[nodiscard]] backend_capabilities capabilities() const noexcept { return capabilities_; }
+  // Whether tasks run in other address spaces (so side effects on the
+  // caller's private memory stay in the workers; results and shared memory
+  // come back).
+  [[nodiscard]] bool runs_out_of_process() const noexcept { return capabilities_.results_cross_address_spaces; }
+  // Whether calls whose callable has no captures run on workers started
+  // before the call (processes backend, reuse_workers) rather than fresh forks.
+  [[nodiscard]] bool reuses_workers() const noexcept { return capabilities_.runs_remote_forms; }
 
   // Runs delayed calls; returns their results in input order (nothing if
   // they return void). The first task to throw cancels the rest and is
@@ -607,6 +610,7 @@ class parallel {
 
   parallel_options options_;
   std::shared_ptr<backend> backend_;
+  backend_capabilities capabilities_;  // backend_'s, asked once
 };
 
 }  // namespace xjob

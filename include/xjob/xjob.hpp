@@ -7,6 +7,7 @@
 
 #include <xjob/backend.hpp>
 #include <xjob/batch_call.hpp>
+#include <xjob/batching_policy.hpp>
 #include <xjob/call_future.hpp>
 #include <xjob/cancellation.hpp>
 #include <xjob/chunking.hpp>

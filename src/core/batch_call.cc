@@ -39,8 +39,15 @@ bool stop_requested() noexcept {
   return running_call_stop != nullptr && running_call_stop->load(std::memory_order_relaxed);
 }
 
+namespace {
+batching_policy policy_of(batch_call::settings const& options) {
+  if (options.batch_size) return batching_policy::fixed(*options.batch_size);
+  return batching_policy::automatic(options.target_batch_duration, std::max(options.workers, 1));
+}
+}  // namespace
+
 batch_call::batch_call(detail::task_runner& runner, std::size_t task_count, settings options)
-    : runner_(runner), task_count_(task_count), settings_(std::move(options)) {
+    : runner_(runner), task_count_(task_count), settings_(std::move(options)), policy_(policy_of(settings_)) {
   settings_.workers = std::max(settings_.workers, 1);
 }
 
@@ -57,22 +64,18 @@ void batch_call::share_dispatch_state(dispatch_state& shared) noexcept {
 
 batch_range batch_call::next_batch(batch_cursor& cursor) noexcept {
   if (stopped()) return {};
-  if (settings_.batch_size) {
-    std::size_t const begin = dispatch().next.fetch_add(*settings_.batch_size, std::memory_order_relaxed);
-    if (begin >= task_count_) return {};
-    return {begin, std::min(begin + *settings_.batch_size, task_count_)};
+  if (!policy_.is_automatic()) {
+    std::size_t const begin = dispatch().next.fetch_add(policy_.fixed_size(), std::memory_order_relaxed);
+    return {begin, begin + policy_.batch_size(begin, task_count_, cursor.batch_size)};
   }
-  // Guided cap: no batch takes more than half of a fair share of what is
-  // left, so the last batches are small and workers finish together. The
-  // cap is computed from the exact start (compare-exchange), not a stale one.
-  std::size_t const workers = static_cast<std::size_t>(settings_.workers);
+  // The guided cap depends on where the batch starts: computed from the
+  // exact start (compare-exchange), not a stale one.
   std::atomic<std::size_t>& next = dispatch().next;
   std::size_t begin = next.load(std::memory_order_relaxed);
   std::size_t size = 0;
   do {
-    if (begin >= task_count_) return {};
-    size = std::clamp<std::size_t>((task_count_ - begin) / (2 * workers), 1,
-                                   std::max<std::size_t>(cursor.batch_size, 1));
+    size = policy_.batch_size(begin, task_count_, cursor.batch_size);
+    if (size == 0) return {};
   } while (!next.compare_exchange_weak(begin, begin + size, std::memory_order_relaxed));
   cursor.started = clock_type::now();
   return {begin, begin + size};
@@ -98,19 +101,9 @@ void batch_call::finish_batch(batch_cursor& cursor, batch_range batch, std::size
 }
 
 void batch_call::tune_batch_size(batch_cursor& cursor, batch_range batch, std::size_t completed_end) const noexcept {
-  std::size_t const completed = completed_end - batch.begin;
-  if (!settings_.batch_size && completed == batch.size()) {
-    // joblib's rule, per worker: size the next batch so it lasts about the
-    // target, changing at most twofold at a time so one slow task cannot
-    // swing it.
-    auto const took = std::max<std::chrono::nanoseconds>(clock_type::now() - cursor.started,
-                                                          std::chrono::nanoseconds(1));
-    double const ideal = static_cast<double>(completed) * static_cast<double>(settings_.target_batch_duration.count()) /
-                         static_cast<double>(took.count());
-    double const low = std::max(1.0, static_cast<double>(cursor.batch_size) / 2.0);
-    double const high = static_cast<double>(cursor.batch_size) * 2.0;
-    cursor.batch_size = static_cast<std::size_t>(std::clamp(ideal, low, high));
-  }
+  if (!policy_.is_automatic()) return;
+  cursor.batch_size = policy_.learn(cursor.batch_size, batch.size(), completed_end - batch.begin,
+                                    std::chrono::duration_cast<std::chrono::nanoseconds>(clock_type::now() - cursor.started));
 }
 
 void batch_call::record_done(batch_range done_range) noexcept {

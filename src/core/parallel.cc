@@ -29,7 +29,9 @@ backend_settings settings_of(parallel_options const& options) {
 }  // namespace
 
 parallel::parallel(parallel_options options)
-    : options_(resolve_options(options)), backend_(make_backend(options_.backend, settings_of(options_))) {}
+    : options_(resolve_options(options)),
+      backend_(make_backend(options_.backend, settings_of(options_))),
+      capabilities_(backend_->capabilities()) {}
 
 std::unique_ptr<batch_call> parallel::make_call(detail::task_runner& runner, std::size_t count,
                                                 std::function<void(batch_range)> on_batch_done,

@@ -97,8 +97,8 @@ parallel_options resolve_options(parallel_options const& given) {
   resolved.n_jobs = detail::resolve_n_jobs(*resolved.n_jobs);
   // The backend is made even when it will not run, so a typo never passes
   // unnoticed on a one-CPU machine (making one starts no worker).
-  bool const out_of_process = make_backend(resolved.backend, {})->runs_out_of_process();
-  if (*resolved.n_jobs == 1 && !out_of_process) resolved.backend = "sequential";
+  bool const isolates_crashes = make_backend(resolved.backend, {})->capabilities().isolates_crashes;
+  if (*resolved.n_jobs == 1 && !isolates_crashes) resolved.backend = "sequential";
   if (resolved.retries && *resolved.retries < 0)
     throw invalid_argument(fmt::format("retries must be 0 or more, got {}", *resolved.retries));
   if (resolved.task_timeout && resolved.task_timeout->count() <= 0)
@@ -107,7 +107,7 @@ parallel_options resolve_options(parallel_options const& given) {
     throw invalid_argument(fmt::format("call_timeout must be positive, got {} s", resolved.call_timeout->count()));
   if (resolved.idle_timeout && resolved.idle_timeout->count() <= 0)
     throw invalid_argument(fmt::format("idle_timeout must be positive, got {} s", resolved.idle_timeout->count()));
-  if (!out_of_process) {
+  if (!isolates_crashes) {
     char const* asked = resolved.retries.value_or(0) > 0 ? "retries"
                         : resolved.task_timeout         ? "task_timeout"
                         : resolved.call_timeout         ? "call_timeout"
@@ -123,7 +123,7 @@ parallel_options resolve_options(parallel_options const& given) {
   }
   // Process settings only for process backends: the options of a threads
   // parallel stay valid options for another parallel (parallel(p.options())).
-  if (out_of_process) {
+  if (isolates_crashes) {
     backend_settings const defaults;
     if (!resolved.start_method) resolved.start_method = defaults.start_method;
     if (!resolved.reuse_workers) resolved.reuse_workers = defaults.reuse_workers;

@@ -488,8 +488,12 @@ class processes_backend final : public backend {
     call_supervisor(call, settings_, nullptr).run();
   }
 
-  [[nodiscard]] bool runs_out_of_process() const noexcept override { return true; }
-  [[nodiscard]] bool runs_remote_forms() const noexcept override { return settings_.reuse_workers; }
+  [[nodiscard]] backend_capabilities capabilities() const noexcept override {
+    return {.results_cross_address_spaces = true,
+            .outputs_need_shared_memory = true,
+            .isolates_crashes = true,
+            .runs_remote_forms = settings_.reuse_workers};
+  }
 
  private:
   backend_settings settings_;
