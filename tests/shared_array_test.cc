@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <chrono>
 #include <cerrno>
 #include <complex>
 #include <csignal>
@@ -19,6 +20,7 @@
 #include <fstream>
 #include <string>
 #include <system_error>
+#include <thread>
 
 #include <catch2/catch.hpp>
 #include <xtensor/xbuilder.hpp>
@@ -432,7 +434,12 @@ TEST_CASE("XJOB_HUGE_PAGES=on puts an array in reserved huge pages, and falls ba
       REQUIRE(kernel_page_kib(y.data()) == 2048);
       REQUIRE(y.data()[n - 1] == static_cast<double>(n));
     }
+    // Given back once every mapping is gone: the warm workers of the
+    // parallel objects above map the arrays too, until they have exited.
     xjob::trim_shared_memory_cache();
-    REQUIRE(free_huge_pages() == free_pages);  // given back
+    auto const deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (free_huge_pages() != free_pages && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    REQUIRE(free_huge_pages() == free_pages);
   }
 }
