@@ -127,8 +127,11 @@ void log_chunk(std::size_t index) {
   ::close(fd);
 }
 
+// 10 ms a chunk (a chunk every 5 ms with 2 workers): long against the few
+// ms a write-back and journal record take, also under ASan on 2 busy vCPUs,
+// so that the chunks finished but not yet journaled stay few.
 constexpr auto slow_affine = [](auto const& in, auto&& out, xjob::chunk_info const& c) {
-  std::this_thread::sleep_for(std::chrono::milliseconds(3));
+  std::this_thread::sleep_for(std::chrono::milliseconds(10));
   out = 2.0 * in + 1.0;
   log_chunk(c.index);
 };
