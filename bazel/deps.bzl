@@ -38,6 +38,7 @@ _SYSTEM_LIBRARIES = {
     "xjob_openssl": "/usr/include",
     "xjob_nlohmann_json": "/usr/include",
     "xjob_random123": "/usr/include",
+    "xjob_openmpi": "/usr/lib/x86_64-linux-gnu/openmpi",
 }
 
 def xjob_dependencies():

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what xjob needs on Debian 12 (bookworm), only what is missing:
-# Bazel (Debian's bazel-bootstrap), the libraries, and the Python packages the
-# tests and benchmark plots use. Idempotent; when everything is installed it
+# Bazel (Debian's bazel-bootstrap), the libraries, Open MPI (for //:mpi and
+# its mpirun tests), and the Python packages the tests, the benchmark
+# baselines (joblib, mpi4py, dask.distributed) and the plots use. Idempotent; when everything is installed it
 # changes nothing, needs no root and no network. Otherwise it runs apt-get
 # (as root, or through sudo) non-interactively.
 #   bash scripts/setup.sh
@@ -20,7 +21,9 @@ packages=(
   libomp-dev
   nlohmann-json3-dev
   cmake pkg-config
+  libopenmpi-dev openmpi-bin
   python3-numpy python3-joblib python3-matplotlib
+  python3-mpi4py python3-distributed
 )
 
 is_installed() {

@@ -55,6 +55,12 @@ struct backend_capabilities {
   // started before the call and see only the caller's shared memory: the
   // front end builds remote forms and puts private inputs there.
   bool runs_remote_forms = false;
+  // Tasks are spread over several machines (the ranks of an MPI job), each
+  // running its share on workers of its own: n_jobs counts the workers on
+  // each, so n_jobs = 1 is not run sequentially; and nothing a task writes
+  // in place is seen elsewhere, so map_chunks' output chunks travel like
+  // results (task_runner::save_outputs) until every rank has them.
+  bool spans_machines = false;
   friend bool operator==(backend_capabilities const&, backend_capabilities const&) = default;
 };
 

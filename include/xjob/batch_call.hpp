@@ -75,11 +75,17 @@ class batch_call {
     std::stop_token stop = {};
   };
 
-  // Where the next batch starts and whether the call stopped: all that
-  // workers of a call share. In fork-shared memory by default; a backend
-  // whose workers started before the call moves it into memory they map.
+  // The call's dispatch source on this machine: where the next batch
+  // starts, where the tasks handed out here end, and whether the call
+  // stopped; all that workers of a call share. In fork-shared memory by
+  // default (an atomic in the caller for threads, a counter forked children
+  // share for processes); a backend whose workers started before the call
+  // moves it into memory they map. A backend that spreads the tasks over
+  // machines feeds it one range at a time (dispatch()), each taken from a
+  // source of its own (MPI_Fetch_and_op on one rank for "mpi").
   struct dispatch_state {
     alignas(64) std::atomic<std::size_t> next{0};
+    std::atomic<std::size_t> end{0};
     alignas(64) std::atomic<bool> stop{false};
   };
   static_assert(std::atomic<std::size_t>::is_always_lock_free && std::atomic<bool>::is_always_lock_free,
@@ -131,8 +137,19 @@ class batch_call {
   [[nodiscard]] batching_policy const& policy() const noexcept { return policy_; }
   // Moves the dispatch state into `shared` (a dispatch_state constructed
   // there), before any batch is taken; the call then takes batches from it
-  // and stops through it. `shared` must outlive the call's use of it.
+  // and stops through it, until take_back_dispatch_state().
   void share_dispatch_state(dispatch_state& shared) noexcept;
+  // Moves it back into the call, before the memory it was shared in goes
+  // (the call may be run again: see dispatch()).
+  void take_back_dispatch_state() noexcept;
+  // Hands out `range` next (all tasks until then): for a backend that runs
+  // the call's tasks one range at a time, between runs of its workers (no
+  // worker may be taking batches). Batches are sized for what is left of
+  // the range. Throws xjob::invalid_argument for a range past task_count().
+  void dispatch(batch_range range);
+  // The range handed out now (from its first task, however far workers
+  // have come).
+  [[nodiscard]] batch_range dispatched() const noexcept { return dispatched_; }
   // In a worker process: takes batches from a state another process shared
   // (as is, not reset).
   void attach_dispatch_state(dispatch_state& shared) noexcept { dispatch_.store(&shared, std::memory_order_release); }
@@ -176,6 +193,7 @@ class batch_call {
   // Atomic: a stop token's request may cancel the call from another thread
   // while the backend moves the state (share_dispatch_state).
   std::atomic<dispatch_state*> dispatch_{&*own_dispatch_};
+  batch_range dispatched_;
   alignas(64) std::atomic<std::size_t> done_{0};
   std::atomic<bool> has_failure_{false};
   mutable std::mutex failure_mutex_;

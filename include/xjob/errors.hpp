@@ -51,13 +51,15 @@ class npy_error : public error {
 // A task threw. The call was cancelled (tasks not yet started never ran) and
 // this is rethrown on the caller's thread. what() reads
 // "task 17 threw std::runtime_error: boom"; the original exception is kept
-// for backends that run in the caller's process.
+// for backends that run in the caller's process. When the call spans
+// machines (backend "mpi"), where() names the task's rank and host, and
+// what() ends with it: "... boom (rank 2 on node7)".
 //   try { par(calls); }
 //   catch (xjob::task_error const& e) { retry(e.task_index()); }
 class task_error : public error {
  public:
   task_error(std::size_t task_index, std::string type_name, std::string message,
-             std::exception_ptr original = nullptr);
+             std::exception_ptr original = nullptr, std::string where = {});
 
   [[nodiscard]] std::size_t task_index() const noexcept { return task_index_; }
   // The demangled type of what the task threw, e.g. "std::out_of_range".
@@ -68,12 +70,16 @@ class task_error : public error {
   [[nodiscard]] std::exception_ptr original() const noexcept { return original_; }
   // Rethrows the original exception if there is one, else this task_error.
   [[noreturn]] void rethrow_original() const;
+  // The rank and host the task ran on ("rank 2 on node7"), if the call
+  // spans machines; else empty.
+  [[nodiscard]] std::string const& where() const noexcept { return where_; }
 
  private:
   std::size_t task_index_;
   std::string type_name_;
   std::string message_;
   std::exception_ptr original_;
+  std::string where_;
 };
 
 // A worker process died: killed by a signal (a segfault, abort, SIGKILL,
@@ -82,11 +88,14 @@ class task_error : public error {
 // finished; results already in shared memory stay. what() reads
 // "worker process 4711 died running task 17: killed by signal 11 (SIGSEGV:
 // Segmentation fault)". parallel_options::retries re-runs such a task on a
-// fresh worker first.
+// fresh worker first. When the call spans machines, where() names the
+// worker's rank and host, and what() too: "worker process 4711 (rank 1 on
+// node3) died ...".
 //   catch (xjob::worker_crashed const& e) { log(e.task_index(), e.signal()); }
 class worker_crashed : public error {
  public:
-  worker_crashed(std::optional<std::size_t> task_index, int pid, int signal, int exit_status, int attempts);
+  worker_crashed(std::optional<std::size_t> task_index, int pid, int signal, int exit_status, int attempts,
+                 std::string where = {});
 
   // The task the worker was running, if it was running one.
   [[nodiscard]] std::optional<std::size_t> task_index() const noexcept { return task_index_; }
@@ -97,6 +106,8 @@ class worker_crashed : public error {
   [[nodiscard]] int exit_status() const noexcept { return exit_status_; }
   // How many times the task ran, each time killing its worker.
   [[nodiscard]] int attempts() const noexcept { return attempts_; }
+  // The rank and host of the worker, if the call spans machines; else empty.
+  [[nodiscard]] std::string const& where() const noexcept { return where_; }
 
  private:
   std::optional<std::size_t> task_index_;
@@ -104,6 +115,7 @@ class worker_crashed : public error {
   int signal_;
   int exit_status_;
   int attempts_;
+  std::string where_;
 };
 
 // A call or one of its tasks ran longer than its limit

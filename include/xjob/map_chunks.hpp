@@ -142,6 +142,46 @@ struct resumable_output {
 // output's own memory). `wrap` turns the output view into what f gets (see
 // output_chunk). `run(runner, count)` runs the tasks: on the parallel object
 // in the caller, on the worker's loop in a warm worker process.
+// The output chunks of tasks as bytes, for workers that share no memory
+// (see task_runner::save_outputs); map_chunks has no results.
+template <class Outs>
+struct chunk_outputs : no_results {
+  chunk_plan const* plan;
+  chunk_selection selection;
+  Outs const* outs;
+
+  void save_outputs(std::size_t begin, std::size_t end, std::string& bytes) const {
+    for_each_run(begin, end, [&](chunk const first, chunk const last) { outs->save(first.begin, last.end, bytes); });
+  }
+  void load_outputs(std::size_t begin, std::size_t end, std::string_view bytes) const {
+    // Runs of neighbouring chunks in order, as save_outputs appended them.
+    std::size_t at = 0;
+    for_each_run(begin, end, [&](chunk const first, chunk const last) {
+      std::size_t const size = outs->byte_count(first.begin, last.end);
+      if (at + size > bytes.size())
+        throw error(fmt::format("the outputs of tasks {} to {} arrived short ({} bytes)", begin, end - 1, bytes.size()));
+      outs->load(first.begin, last.end, bytes.substr(at, size));
+      at += size;
+    });
+    if (at != bytes.size())
+      throw error(fmt::format("the outputs of tasks {} to {} arrived with {} bytes too many", begin, end - 1,
+                              bytes.size() - at));
+  }
+
+ private:
+  // Calls visit(first, last) for each run of tasks in [begin, end) whose
+  // chunks are neighbours (all of them, unless a resumed call skips some).
+  template <class Visit>
+  void for_each_run(std::size_t begin, std::size_t end, Visit visit) const {
+    for (std::size_t task = begin; task < end;) {
+      std::size_t last = task;
+      while (last + 1 < end && selection.chunk_of(last + 1) == selection.chunk_of(last) + 1) ++last;
+      visit((*plan)[selection.chunk_of(task)], (*plan)[selection.chunk_of(last)]);
+      task = last + 1;
+    }
+  }
+};
+
 template <class Run, class Ins, class Outs, class F, class Wrap>
 void run_chunks(Run const& run, chunk_plan const& plan, chunk_selection selection, std::size_t axis, Ins& ins,
                 Outs& outs, F const& f, Wrap wrap, bool streaming = false) {
@@ -160,7 +200,7 @@ void run_chunks(Run const& run, chunk_plan const& plan, chunk_selection selectio
     // have streamed too, so whether this one did tells nothing).
     if (streaming) fence_streaming_stores();
     outs.put(c.begin, out_held);
-  });
+  }, chunk_outputs<Outs>{{}, &plan, selection, &outs});
   run(loop, selection.count(plan));
 }
 

@@ -49,6 +49,18 @@ batching_policy policy_of(batch_call::settings const& options) {
 batch_call::batch_call(detail::task_runner& runner, std::size_t task_count, settings options)
     : runner_(runner), task_count_(task_count), settings_(std::move(options)), policy_(policy_of(settings_)) {
   settings_.workers = std::max(settings_.workers, 1);
+  own_dispatch_->end.store(task_count, std::memory_order_relaxed);
+  dispatched_ = {0, task_count};
+}
+
+void batch_call::dispatch(batch_range range) {
+  if (range.begin > range.end || range.end > task_count_)
+    throw invalid_argument(fmt::format("cannot hand out tasks {} to {} of a call of {} tasks", range.begin,
+                                       range.end, task_count_));
+  dispatch_state& state = dispatch();
+  state.end.store(range.end, std::memory_order_relaxed);
+  state.next.store(range.begin, std::memory_order_release);
+  dispatched_ = range;
 }
 
 batch_call::~batch_call() = default;
@@ -56,25 +68,40 @@ batch_call::~batch_call() = default;
 void batch_call::share_dispatch_state(dispatch_state& shared) noexcept {
   dispatch_state& own = dispatch();
   shared.next.store(own.next.load(std::memory_order_relaxed), std::memory_order_relaxed);
+  shared.end.store(own.end.load(std::memory_order_relaxed), std::memory_order_relaxed);
   shared.stop.store(own.stop.load(std::memory_order_relaxed), std::memory_order_relaxed);
   dispatch_.store(&shared, std::memory_order_seq_cst);
   // A cancel() that landed on the old state meanwhile (see cancel()).
   if (own.stop.load(std::memory_order_seq_cst)) shared.stop.store(true, std::memory_order_relaxed);
 }
 
+void batch_call::take_back_dispatch_state() noexcept {
+  dispatch_state& shared = dispatch();
+  dispatch_state& own = *own_dispatch_;
+  if (&shared == &own) return;
+  own.next.store(shared.next.load(std::memory_order_relaxed), std::memory_order_relaxed);
+  own.end.store(shared.end.load(std::memory_order_relaxed), std::memory_order_relaxed);
+  own.stop.store(shared.stop.load(std::memory_order_relaxed), std::memory_order_relaxed);
+  dispatch_.store(&own, std::memory_order_seq_cst);
+  // A cancel() that landed on the shared state meanwhile (see cancel()).
+  if (shared.stop.load(std::memory_order_seq_cst)) own.stop.store(true, std::memory_order_relaxed);
+}
+
 batch_range batch_call::next_batch(batch_cursor& cursor) noexcept {
   if (stopped()) return {};
+  dispatch_state& state = dispatch();
+  std::size_t const end = state.end.load(std::memory_order_relaxed);
   if (!policy_.is_automatic()) {
-    std::size_t const begin = dispatch().next.fetch_add(policy_.fixed_size(), std::memory_order_relaxed);
-    return {begin, begin + policy_.batch_size(begin, task_count_, cursor.batch_size)};
+    std::size_t const begin = state.next.fetch_add(policy_.fixed_size(), std::memory_order_relaxed);
+    return {begin, begin + policy_.batch_size(begin, end, cursor.batch_size)};
   }
   // The guided cap depends on where the batch starts: computed from the
   // exact start (compare-exchange), not a stale one.
-  std::atomic<std::size_t>& next = dispatch().next;
+  std::atomic<std::size_t>& next = state.next;
   std::size_t begin = next.load(std::memory_order_relaxed);
   std::size_t size = 0;
   do {
-    size = policy_.batch_size(begin, task_count_, cursor.batch_size);
+    size = policy_.batch_size(begin, end, cursor.batch_size);
     if (size == 0) return {};
   } while (!next.compare_exchange_weak(begin, begin + size, std::memory_order_relaxed));
   cursor.started = clock_type::now();
@@ -174,7 +201,8 @@ bool batch_call::failed() const noexcept { return has_failure_.load(std::memory_
 void batch_call::rethrow_if_failed() const {
   std::lock_guard lock(failure_mutex_);
   if (failure_)
-    throw task_error(failure_->task_index, failure_->type_name, failure_->message, failure_->original);
+    throw task_error(failure_->task_index, failure_->type_name, failure_->message, failure_->original,
+                     failure_->where);
   if (cancelled()) throw xjob::cancelled(done_count(), task_count_);
 }
 

@@ -22,12 +22,14 @@ npy_error::npy_error(std::filesystem::path path, std::string const& problem, std
       code_(code) {}
 
 task_error::task_error(std::size_t task_index, std::string type_name, std::string message,
-                       std::exception_ptr original)
-    : error(fmt::format("task {} threw {}: {}", task_index, type_name, message)),
+                       std::exception_ptr original, std::string where)
+    : error(fmt::format("task {} threw {}: {}{}", task_index, type_name, message,
+                        where.empty() ? std::string() : fmt::format(" ({})", where))),
       task_index_(task_index),
       type_name_(std::move(type_name)),
       message_(std::move(message)),
-      original_(std::move(original)) {}
+      original_(std::move(original)),
+      where_(std::move(where)) {}
 
 void task_error::rethrow_original() const {
   if (original_) std::rethrow_exception(original_);
@@ -44,8 +46,9 @@ std::string describe_death(int signal, int exit_status) {
 }  // namespace
 
 worker_crashed::worker_crashed(std::optional<std::size_t> task_index, int pid, int signal, int exit_status,
-                               int attempts)
-    : error(fmt::format("worker process {} died {}: {}{}", pid,
+                               int attempts, std::string where)
+    : error(fmt::format("worker process {}{} died {}: {}{}", pid,
+                        where.empty() ? std::string() : fmt::format(" ({})", where),
                         task_index ? fmt::format("running task {}", *task_index) : std::string("between tasks"),
                         describe_death(signal, exit_status),
                         attempts > 1 ? fmt::format(" (the task ran {} times, killing its worker each time)", attempts)
@@ -54,7 +57,8 @@ worker_crashed::worker_crashed(std::optional<std::size_t> task_index, int pid, i
       pid_(pid),
       signal_(signal),
       exit_status_(exit_status),
-      attempts_(attempts) {}
+      attempts_(attempts),
+      where_(std::move(where)) {}
 
 timeout_error::timeout_error(std::string const& what, std::optional<std::size_t> task_index,
                              std::chrono::duration<double> limit)

@@ -53,8 +53,10 @@ std::unique_ptr<batch_call> parallel::make_call(detail::task_runner& runner, std
 void parallel::execute(batch_call& call) const {
   call.start(options_.backend);
   try {
-    // A call whose stop was requested before it began starts no worker.
-    if (call.task_count() > 0 && !call.cancelled()) backend_->run(call);
+    // A call whose stop was requested before it began starts no worker;
+    // a backend spanning machines still takes part in the call's collective
+    // steps, which every rank must reach (it then runs no task here).
+    if (call.task_count() > 0 && (!call.cancelled() || capabilities_.spans_machines)) backend_->run(call);
   } catch (...) {
     call.finish();  // the backend's own failure (a crashed worker, a timeout)
     throw;

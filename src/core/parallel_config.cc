@@ -91,14 +91,16 @@ parallel_options resolve_options(parallel_options const& given) {
   if (!resolved.n_jobs) resolved.n_jobs = n_jobs_from_environment();
   if (resolved.backend.empty())
     if (char const* name = std::getenv("XJOB_BACKEND"); name != nullptr) resolved.backend = name;
-  if (!resolved.n_jobs) resolved.n_jobs = default_n_jobs;
   if (resolved.backend.empty()) resolved.backend = default_backend;
-
-  resolved.n_jobs = detail::resolve_n_jobs(*resolved.n_jobs);
   // The backend is made even when it will not run, so a typo never passes
   // unnoticed on a one-CPU machine (making one starts no worker).
-  bool const isolates_crashes = make_backend(resolved.backend, {})->capabilities().isolates_crashes;
-  if (*resolved.n_jobs == 1 && !isolates_crashes) resolved.backend = "sequential";
+  backend_capabilities const capabilities = make_backend(resolved.backend, {})->capabilities();
+  // A backend spanning machines runs n_jobs workers on each rank: by
+  // default each rank's CPUs, as MPI programs use the cores they are given.
+  if (!resolved.n_jobs) resolved.n_jobs = capabilities.spans_machines ? -1 : default_n_jobs;
+  resolved.n_jobs = detail::resolve_n_jobs(*resolved.n_jobs);
+  bool const isolates_crashes = capabilities.isolates_crashes;
+  if (*resolved.n_jobs == 1 && !isolates_crashes && !capabilities.spans_machines) resolved.backend = "sequential";
   if (resolved.retries && *resolved.retries < 0)
     throw invalid_argument(fmt::format("retries must be 0 or more, got {}", *resolved.retries));
   if (resolved.task_timeout && resolved.task_timeout->count() <= 0)

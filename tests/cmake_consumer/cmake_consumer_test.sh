@@ -2,9 +2,10 @@
 # xjob through CMake and pkg-config, as a user outside Bazel gets it:
 #   1. configure, build (-j2) and install the checkout's CMakeLists.txt into a
 #      temporary prefix (and check that BUILD_SHARED_LIBS=OFF is refused);
-#   2. build tests/cmake_consumer/project/ (find_package(xjob), xjob::xjob,
-#      CMake's defaults: -std=gnu++20, no optimisation) against that prefix
-#      and run app (it checks itself; see app.cc);
+#   2. build tests/cmake_consumer/project/ (find_package(xjob COMPONENTS
+#      mpi), xjob::xjob and xjob::mpi, CMake's defaults: -std=gnu++20, no
+#      optimisation) against that prefix, run app (it checks itself; see
+#      app.cc) and mpi_app under mpirun -np 2;
 #   3. build app.cc with `g++ -std=c++20 app.cc $(pkg-config --cflags --libs xjob)`
 #      (and -Wall -Wextra -Werror) and run it;
 #   4. every C++ block of README.md, written as a complete program
@@ -171,6 +172,16 @@ fi
 indent <<<"$output"
 grep -q "^xjob $version " <<<"$output" || fail "the CMake-built app does not report xjob $version"
 grep -q '^xjob consumer: all checks ok$' <<<"$output" || fail "the CMake-built app did not report its checks as ok"
+echo "--- CMake consumer: mpi_app (xjob::mpi) under mpirun -np 2"
+quiet_step "cmake --build the consumer project: mpi_app" cmake --build "$scratch/consumer" --target mpi_app
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl_vader_single_copy_mechanism=none
+# A short TMPDIR: Bazel's exceeds the Unix socket path limit of Open MPI's session directory.
+if ! output="$(TMPDIR=/tmp timeout 120 mpirun --oversubscribe --bind-to none -np 2 "$scratch/consumer/mpi_app" 2>&1)"; then
+  indent <<<"$output"
+  fail "the CMake-built mpi_app failed under mpirun"
+fi
+indent <<<"$output"
+grep -q '^xjob mpi consumer: all checks ok on 2 ranks$' <<<"$output" || fail "mpi_app did not report its checks as ok"
 echo "--- CMake consumer (-std=gnu++20): the README programs (-j$jobs, going on after errors)"
 start=$SECONDS
 if ! cmake --build "$scratch/consumer" -j"$jobs" -- -k >"$scratch/readme-cmake.log" 2>&1; then
@@ -207,13 +218,16 @@ grep -q '^xjob consumer: all checks ok$' <<<"$output" || fail "the pkg-config-bu
 
 echo "--- pkg-config (-std=c++20): the README programs, compiled $jobs at a time"
 # One compile per program; a block that uses OpenMP (the README's custom
-# backend) gets -fopenmp, as its user would add.
+# backend) gets -fopenmp, and one that uses xjob::mpi gets xjob-mpi.pc's
+# flags, as its user would add.
 compile_one() {
-  local source="$1" name extra=()
+  local source="$1" name extra=() libs=()
   name="$(basename "$source" .cc)"
   grep -qE '#[[:space:]]*pragma[[:space:]]+omp|<omp\.h>|omp_get_' "$source" && extra=(-fopenmp)
+  # shellcheck disable=SC2206
+  grep -qF '<xjob/mpi.hpp>' "$source" && libs=($PKG_MPI_FLAGS)
   # shellcheck disable=SC2086
-  if g++ -std=c++20 "${extra[@]}" "$source" $PKG_FLAGS -Wl,-rpath,"$LIBDIR" -o "$PC_BIN/$name" \
+  if g++ -std=c++20 "${extra[@]}" "$source" "${libs[@]}" $PKG_FLAGS -Wl,-rpath,"$LIBDIR" -o "$PC_BIN/$name" \
       >"$PC_BIN/$name.log" 2>&1; then
     echo "  $name: compiled"
   else
@@ -223,7 +237,9 @@ compile_one() {
   fi
 }
 export -f compile_one
-export PKG_FLAGS="$pkg_flags" LIBDIR="$libdir" PC_BIN="$pc_bin"
+PKG_MPI_FLAGS="$(PKG_CONFIG_PATH="$libdir/pkgconfig" pkg-config --libs xjob-mpi)" ||
+  fail "pkg-config finds no xjob-mpi.pc in $libdir/pkgconfig"
+export PKG_FLAGS="$pkg_flags" PKG_MPI_FLAGS LIBDIR="$libdir" PC_BIN="$pc_bin"
 start=$SECONDS
 # shellcheck disable=SC2016  # $1 is compile_one's, expanded by the inner bash
 printf '%s\0' "${readme_programs[@]}" | xargs -0 -n 1 -P "$jobs" bash -c 'compile_one "$1"' _ || true

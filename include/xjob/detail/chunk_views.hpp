@@ -10,8 +10,13 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <string>
+#include <string_view>
 #include <type_traits>
+#include <typeinfo>
 #include <utility>
+
+#include <fmt/format.h>
 
 #include <xtensor/xadapt.hpp>
 #include <xtensor/xnoalias.hpp>
@@ -22,6 +27,7 @@
 
 #include <xjob/detail/fork_shared.hpp>
 #include <xjob/detail/streaming_store.hpp>
+#include <xjob/errors.hpp>
 
 namespace xjob::detail {
 
@@ -91,6 +97,32 @@ enum class output_memory : std::uint8_t {
   return !page_has_memory(byte) || !page_has_memory(byte + bytes / 2) || !page_has_memory(byte + bytes - 1);
 }
 
+// Output chunks as bytes, for workers that share no memory (see
+// task_runner::save_outputs): `count` elements at `first`.
+template <class Element>
+void append_elements(Element const* first, std::size_t count, std::string& bytes) {
+  if constexpr (!std::is_trivially_copyable_v<Element>) {
+    throw error(fmt::format("map_chunks output elements of type {} are not trivially copyable, so they cannot travel "
+                            "to workers that share no memory with this one",
+                            typeid(Element).name()));
+  } else {
+    bytes.append(reinterpret_cast<char const*>(first), count * sizeof(Element));
+  }
+}
+template <class Element>
+void assign_elements(Element* first, std::size_t count, std::string_view bytes, std::size_t begin, std::size_t end) {
+  if constexpr (!std::is_trivially_copyable_v<Element>) {
+    throw error(fmt::format("map_chunks output elements of type {} are not trivially copyable, so they cannot travel "
+                            "to workers that share no memory with this one",
+                            typeid(Element).name()));
+  } else {
+    if (bytes.size() != count * sizeof(Element))
+      throw error(fmt::format("the output of slabs {} to {} arrived as {} bytes, not {}", begin, end, bytes.size(),
+                              count * sizeof(Element)));
+    std::memcpy(static_cast<void*>(first), bytes.data(), bytes.size());
+  }
+}
+
 // Slabs [begin, end) along axis 0 of a contiguous row-major block.
 template <class Element, class Shape>
 class contiguous_slabs {
@@ -133,6 +165,17 @@ class contiguous_slabs {
   }
   template <class Slab>
   void put(std::size_t, Slab const&) const noexcept {}
+
+  // Slabs [begin, end) as bytes, and back (see append_elements).
+  [[nodiscard]] std::size_t byte_count(std::size_t begin, std::size_t end) const noexcept {
+    return (end - begin) * slab_elements_ * sizeof(Element);
+  }
+  void save(std::size_t begin, std::size_t end, std::string& bytes) const {
+    append_elements(data_ + begin * slab_elements_, (end - begin) * slab_elements_, bytes);
+  }
+  void load(std::size_t begin, std::size_t end, std::string_view bytes) const {
+    assign_elements(data_ + begin * slab_elements_, (end - begin) * slab_elements_, bytes, begin, end);
+  }
 
  private:
   Element* data_;
@@ -249,6 +292,22 @@ class copied_slabs {
   void put(std::size_t begin, Container const& dense) const {
     copy_strided(dense.data(), dense.strides().data(), first(begin), strides_.data(), dense.shape().data(),
                  dense.shape().size());
+  }
+
+  // Slabs [begin, end) as bytes (row-major), and back.
+  [[nodiscard]] std::size_t byte_count(std::size_t begin, std::size_t end) const noexcept {
+    std::size_t count = sizeof(Element);
+    for (std::size_t d = 0; d < shape_.size(); ++d) count *= d == axis_ ? end - begin : shape_[d];
+    return count;
+  }
+  void save(std::size_t begin, std::size_t end, std::string& bytes) const {
+    Container const dense = take(begin, end);
+    append_elements(dense.data(), dense.size(), bytes);
+  }
+  void load(std::size_t begin, std::size_t end, std::string_view bytes) const {
+    Container dense = take(begin, end);
+    assign_elements(dense.data(), dense.size(), bytes, begin, end);
+    put(begin, dense);
   }
 
  private:

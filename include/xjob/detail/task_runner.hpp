@@ -23,6 +23,9 @@ struct task_failure {
   std::string type_name;
   std::string message;
   std::exception_ptr original;
+  // Where it ran, when the call spans machines ("rank 2 on node7"); empty
+  // on one machine.
+  std::string where = {};
 };
 
 // What running a batch came to: tasks [begin, completed_end) succeeded; if
@@ -54,6 +57,15 @@ class task_runner {
   virtual void load_results(std::size_t /*begin*/, std::size_t /*end*/, std::string_view /*bytes*/) {}
   // Empty if the results can leave a worker process; else why not.
   [[nodiscard]] virtual std::string results_stay_in_process() const { return {}; }
+
+  // For workers that share no memory with the caller (ranks of an MPI job,
+  // see backend_capabilities::spans_machines): what tasks [begin, end)
+  // wrote in place (map_chunks' output chunks), appended to `bytes` where
+  // they ran, and written from `bytes` everywhere else. Calls that write
+  // nothing in place carry nothing. Throws xjob::error if `bytes` does not
+  // hold exactly those outputs.
+  virtual void save_outputs(std::size_t /*begin*/, std::size_t /*end*/, std::string& /*bytes*/) const {}
+  virtual void load_outputs(std::size_t /*begin*/, std::size_t /*end*/, std::string_view /*bytes*/) {}
 };
 
 // Results that are written in place and need no carrying (void tasks, or
@@ -65,7 +77,8 @@ struct no_results {
 };
 
 // The usual implementation: `run_one(i)` per task, the failing index kept;
-// `results` carries what the tasks stored (see result_codec.hpp).
+// `results` carries what the tasks stored (see result_codec.hpp), and what
+// they wrote in place if it has save_outputs/load_outputs too.
 template <class RunOne, class Results = no_results>
 class task_loop final : public task_runner {
  public:
@@ -93,6 +106,12 @@ class task_loop final : public task_runner {
     results_.load(begin, end, bytes);
   }
   [[nodiscard]] std::string results_stay_in_process() const override { return results_.stays_in_process(); }
+  void save_outputs(std::size_t begin, std::size_t end, std::string& bytes) const override {
+    if constexpr (requires { results_.save_outputs(begin, end, bytes); }) results_.save_outputs(begin, end, bytes);
+  }
+  void load_outputs(std::size_t begin, std::size_t end, std::string_view bytes) override {
+    if constexpr (requires { results_.load_outputs(begin, end, bytes); }) results_.load_outputs(begin, end, bytes);
+  }
 
  private:
   RunOne run_one_;

@@ -100,6 +100,7 @@ class call_supervisor {
   // still in the call (the supervisor failed) are killed too: a "done" of
   // theirs must not reach the next call.
   ~call_supervisor() {
+    call_.take_back_dispatch_state();
     if (warm_ == nullptr) return;
     for (std::size_t w = 0; w < worker_count_; ++w)
       if (running_[w]) {
@@ -395,9 +396,14 @@ class call_supervisor {
   // re-run them if retries allow, else fail. Returns true if a worker was
   // started for them.
   bool rerun_lost_tasks() {
-    if (error_ || call_.stopped() || call_.done_count() >= call_.task_count()) return false;
-    auto const first = std::find(covered_.begin(), covered_.end(), false);
-    auto const last = std::find(first, covered_.end(), true);
+    // Only the tasks handed out in this run (a backend spanning machines
+    // runs a range of the call at a time; see batch_call::dispatch).
+    batch_range const handed_out = call_.dispatched();
+    if (error_ || call_.stopped()) return false;
+    auto const range_end = covered_.begin() + static_cast<std::ptrdiff_t>(handed_out.end);
+    auto const first = std::find(covered_.begin() + static_cast<std::ptrdiff_t>(handed_out.begin), range_end, false);
+    if (first == range_end) return false;
+    auto const last = std::find(first, range_end, true);
     batch_range const lost{static_cast<std::size_t>(first - covered_.begin()),
                            static_cast<std::size_t>(last - covered_.begin())};
     if (!last_death_) {
