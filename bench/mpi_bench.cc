@@ -9,8 +9,8 @@
 //   reduce    sum of 1 / (1 + i) over --reduce-count items (map_reduce).
 // Baselines in the same process: raw MPI (a static block per rank, then
 // MPI_Allgatherv of the results, MPI_File_write_at_all of the rows, or
-// MPI_Allreduce of the partial sums) and one machine (xjob threads on this
-// rank alone, the others waiting). Prints one line per row, from rank 0:
+// MPI_Allreduce of the partial sums) and one machine (xjob threads on rank
+// 0 alone, with all the machine's CPUs, the other ranks waiting). Prints one line per row, from rank 0:
 //   row <workload> <variant> <median seconds> <per-task ns or GB/s>
 #include <mpi.h>
 #include <unistd.h>
@@ -41,7 +41,7 @@ using clock_type = std::chrono::steady_clock;
 
 struct settings {
   int reps = 7;
-  int n_jobs = 0;  // 0: the rank's CPUs
+  int n_jobs = 0;  // 0: this machine's CPUs shared by the ranks (all on this machine)
   std::size_t tiny_tasks = 1'000'000;
   std::size_t tiny_unbatched_tasks = 50'000;
   std::size_t npy_mib = 256;
@@ -96,7 +96,7 @@ int main(int argc, char** argv) {
   settings s;
   CLI::App app("xjob's mpi backend against raw MPI and one machine (run under mpirun)");
   app.add_option("--reps", s.reps, "repetitions of each variant, interleaved (default 7)");
-  app.add_option("--n-jobs", s.n_jobs, "workers per rank (default: the rank's CPUs)");
+  app.add_option("--n-jobs", s.n_jobs, "workers per rank (default: the CPUs divided by the ranks, at least 1)");
   app.add_option("--tiny-tasks", s.tiny_tasks, "tiny: tasks with automatic batches (default 1000000)");
   app.add_option("--tiny-unbatched-tasks", s.tiny_unbatched_tasks, "tiny: tasks with batch_size 1 (default 50000)");
   app.add_option("--npy-mib", s.npy_mib, "npy: MiB of output (default 256)");
@@ -105,12 +105,14 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   int const rank = mpi.rank();
   int const ranks = mpi.size();
-  int const n_jobs = s.n_jobs > 0 ? s.n_jobs : xjob::cpu_count();
+  // The ranks share this machine: together they get its CPUs, as the
+  // one-machine rows do (and raw MPI, one thread per rank).
+  int const n_jobs = s.n_jobs > 0 ? s.n_jobs : std::max(1, xjob::cpu_count() / ranks);
 
   xjob::parallel const on_mpi({.n_jobs = n_jobs, .backend = "mpi"});
   xjob::parallel const on_mpi_unbatched({.n_jobs = n_jobs, .backend = "mpi", .batch_size = 1});
-  xjob::parallel const on_threads({.n_jobs = n_jobs, .backend = "threads"});
-  xjob::parallel const on_threads_unbatched({.n_jobs = n_jobs, .backend = "threads", .batch_size = 1});
+  xjob::parallel const on_threads({.n_jobs = xjob::cpu_count(), .backend = "threads"});
+  xjob::parallel const on_threads_unbatched({.n_jobs = xjob::cpu_count(), .backend = "threads", .batch_size = 1});
 
   std::size_t const cols = 512;
   std::size_t const rows = std::max<std::size_t>(1, s.npy_mib * (std::size_t(1) << 20) / sizeof(double) / cols);

@@ -153,6 +153,17 @@ struct chunk_outputs : no_results {
   void save_outputs(std::size_t begin, std::size_t end, std::string& bytes) const {
     for_each_run(begin, end, [&](chunk const first, chunk const last) { outs->save(first.begin, last.end, bytes); });
   }
+  // The outputs of tasks [begin, end), if their chunks are neighbours in a
+  // contiguous output (one run).
+  [[nodiscard]] std::span<std::byte> outputs_in_place(std::size_t begin, std::size_t end) const {
+    if constexpr (requires { outs->bytes_in_place(begin, end); }) {
+      if (begin >= end || selection.chunk_of(end - 1) - selection.chunk_of(begin) != end - 1 - begin) return {};
+      return outs->bytes_in_place((*plan)[selection.chunk_of(begin)].begin, (*plan)[selection.chunk_of(end - 1)].end);
+    } else {
+      return {};
+    }
+  }
+
   void load_outputs(std::size_t begin, std::size_t end, std::string_view bytes) const {
     // Runs of neighbouring chunks in order, as save_outputs appended them.
     std::size_t at = 0;

@@ -26,6 +26,7 @@
 #include <limits>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -45,6 +46,9 @@ using detail::check;
 
 // The most bytes one MPI_Bcast carries (its count is an int).
 constexpr std::size_t max_message_bytes = std::size_t(1) << 30;
+
+// Exchange buffers up to this size are kept between calls.
+constexpr std::size_t kept_buffer_bytes = std::size_t(64) << 20;
 
 // The share of a call's tasks handed out on demand rather than in blocks.
 constexpr std::size_t tail_share_divisor = 4;
@@ -309,62 +313,87 @@ class mpi_backend final : public backend {
     }
   }
 
-  // Each rank's results and in-place outputs to every other, loaded there.
+  // Each rank's results and in-place outputs to every other, loaded there:
+  // what lies in place as it travels (numbers in the result vector, chunks
+  // of a contiguous output) is broadcast straight from and into where it
+  // lies; the rest is saved, broadcast and loaded.
   void exchange_results(batch_call& call, std::vector<rank_report> const& reports) {
     session::state& w = *state_;
     xjob::detail::task_runner& runner = call.runner();
-    std::exception_ptr load_failure;  // thrown after the last Bcast, which every rank must reach
-    std::unique_ptr<char[]> received;
-    std::size_t received_capacity = 0;
+    std::exception_ptr failure;  // thrown after the last Bcast, which every rank must reach
+    std::string& own = send_buffer_;
+    constexpr std::uint64_t not_sent = std::numeric_limits<std::uint64_t>::max();
     for (int root = 0; root < w.size; ++root) {
       std::vector<std::uint64_t> const& ranges = reports[static_cast<std::size_t>(root)].ranges;
-      std::string own;
+      bool const mine = root == w.rank;
       std::uint64_t size = 0;
-      if (root == w.rank) {
-        // Per range: the results' and the outputs' byte counts, then both.
-        for (std::size_t i = 0; i + 1 < ranges.size(); i += 2) {
-          std::size_t const at = own.size();
-          own.append(2 * sizeof(std::uint64_t), '\0');
-          runner.save_results(ranges[i], ranges[i + 1], own);
-          std::uint64_t const results_bytes = own.size() - at - 2 * sizeof(std::uint64_t);
-          runner.save_outputs(ranges[i], ranges[i + 1], own);
-          std::uint64_t const outputs_bytes = own.size() - at - 2 * sizeof(std::uint64_t) - results_bytes;
-          std::memcpy(own.data() + at, &results_bytes, sizeof results_bytes);
-          std::memcpy(own.data() + at + sizeof results_bytes, &outputs_bytes, sizeof outputs_bytes);
+      if (mine) {
+        try {
+          own.clear();
+          save(runner, ranges, own);
+          size = own.size();
+        } catch (...) {
+          failure = std::current_exception();
+          size = not_sent;
         }
-        size = own.size();
       }
       check(MPI_Bcast(&size, 1, MPI_UINT64_T, root, w.comm), "MPI_Bcast");
-      if (root == w.rank) {
-        broadcast_bytes(own.data(), own.size(), root, w.comm);
-        // Saving results may move them out (a reduction's subtrees, as a
-        // worker process sends them away): they come back here too.
-        if (!load_failure) {
-          try {
-            load(runner, ranges, own, root, false);
-          } catch (...) {
-            load_failure = std::current_exception();
-          }
-        }
+      if (size == not_sent) {
+        if (!failure)
+          failure = std::make_exception_ptr(
+              error(fmt::format("the results of {} could not be sent (it says why)", w.where(root))));
         continue;
       }
-      if (size > received_capacity) {
-        received = std::make_unique_for_overwrite<char[]>(size);
-        received_capacity = size;
+      char* bytes = own.data();
+      if (!mine) {
+        if (size > receive_capacity_) {
+          receive_buffer_ = std::make_unique_for_overwrite<char[]>(size);
+          receive_capacity_ = size;
+        }
+        bytes = receive_buffer_.get();
       }
-      broadcast_bytes(received.get(), size, root, w.comm);
-      if (load_failure) continue;
+      broadcast_bytes(bytes, size, root, w.comm);
+      for (std::size_t i = 0; i + 1 < ranges.size(); i += 2) {
+        for (std::span<std::byte> const in_place :
+             {runner.results_in_place(ranges[i], ranges[i + 1]), runner.outputs_in_place(ranges[i], ranges[i + 1])})
+          broadcast_bytes(reinterpret_cast<char*>(in_place.data()), in_place.size(), root, w.comm);
+      }
+      // Saving may move results out (a reduction's subtrees, as a worker
+      // process sends them away): they come back here too.
+      if (failure || (mine && !runner.saving_moves_results())) continue;
       try {
-        load(runner, ranges, std::string_view(received.get(), size), root, true);
+        load(runner, ranges, std::string_view(bytes, size), root, !mine);
       } catch (...) {
-        load_failure = std::current_exception();
+        failure = std::current_exception();
       }
     }
-    if (load_failure) std::rethrow_exception(load_failure);
+    // The buffers stay for the next call (fresh ones cost a page fault per
+    // 4 KiB each call), unless large.
+    if (own.capacity() > kept_buffer_bytes) std::string().swap(own);
+    if (receive_capacity_ > kept_buffer_bytes) {
+      receive_buffer_.reset();
+      receive_capacity_ = 0;
+    }
+    if (failure) std::rethrow_exception(failure);
   }
 
-  // Loads what rank `from` sent: its results, and its in-place outputs if
-  // `with_outputs` (they are in place where they were written).
+  // Appends what ran here and does not lie in place: per range, the byte
+  // counts of its results and its outputs, then both.
+  static void save(xjob::detail::task_runner& runner, std::vector<std::uint64_t> const& ranges, std::string& own) {
+    for (std::size_t i = 0; i + 1 < ranges.size(); i += 2) {
+      std::size_t const at = own.size();
+      own.append(2 * sizeof(std::uint64_t), '\0');
+      if (runner.results_in_place(ranges[i], ranges[i + 1]).empty()) runner.save_results(ranges[i], ranges[i + 1], own);
+      std::uint64_t const results_bytes = own.size() - at - 2 * sizeof(std::uint64_t);
+      if (runner.outputs_in_place(ranges[i], ranges[i + 1]).empty()) runner.save_outputs(ranges[i], ranges[i + 1], own);
+      std::uint64_t const outputs_bytes = own.size() - at - 2 * sizeof(std::uint64_t) - results_bytes;
+      std::memcpy(own.data() + at, &results_bytes, sizeof results_bytes);
+      std::memcpy(own.data() + at + sizeof results_bytes, &outputs_bytes, sizeof outputs_bytes);
+    }
+  }
+
+  // Loads what rank `from` saved (see save): its results, and its outputs
+  // if `with_outputs` (they are in place where they were written).
   void load(xjob::detail::task_runner& runner, std::vector<std::uint64_t> const& ranges, std::string_view bytes,
             int from, bool with_outputs) {
     std::size_t at = 0;
@@ -376,8 +405,10 @@ class mpi_backend final : public backend {
       at += sizeof lengths;
       if (bytes.size() - at < lengths[0] + lengths[1])
         throw error(fmt::format("the results of {} arrived short", state_->where(from)));
-      runner.load_results(ranges[i], ranges[i + 1], bytes.substr(at, lengths[0]));
-      if (with_outputs) runner.load_outputs(ranges[i], ranges[i + 1], bytes.substr(at + lengths[0], lengths[1]));
+      if (runner.results_in_place(ranges[i], ranges[i + 1]).empty())
+        runner.load_results(ranges[i], ranges[i + 1], bytes.substr(at, lengths[0]));
+      if (with_outputs && runner.outputs_in_place(ranges[i], ranges[i + 1]).empty())
+        runner.load_outputs(ranges[i], ranges[i + 1], bytes.substr(at + lengths[0], lengths[1]));
       at += lengths[0] + lengths[1];
     }
   }
@@ -387,6 +418,10 @@ class mpi_backend final : public backend {
   backend_capabilities local_capabilities_;
   std::uint64_t claimed_ = 0;               // by this rank in the current call
   std::exception_ptr local_task_failure_;  // the exception a task threw here
+  // What this rank sends and receives in exchange_results.
+  std::string send_buffer_;
+  std::unique_ptr<char[]> receive_buffer_;
+  std::size_t receive_capacity_ = 0;
 };
 
 std::unique_ptr<backend> make_mpi_backend(backend_settings const& settings) {

@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <span>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -169,6 +170,14 @@ class contiguous_slabs {
   // Slabs [begin, end) as bytes, and back (see append_elements).
   [[nodiscard]] std::size_t byte_count(std::size_t begin, std::size_t end) const noexcept {
     return (end - begin) * slab_elements_ * sizeof(Element);
+  }
+  // Where they lie, for trivially copyable elements (else empty).
+  [[nodiscard]] std::span<std::byte> bytes_in_place(std::size_t begin, std::size_t end) const noexcept {
+    if constexpr (std::is_trivially_copyable_v<Element> && !std::is_const_v<Element>) {
+      return {reinterpret_cast<std::byte*>(data_ + begin * slab_elements_), byte_count(begin, end)};
+    } else {
+      return {};
+    }
   }
   void save(std::size_t begin, std::size_t end, std::string& bytes) const {
     append_elements(data_ + begin * slab_elements_, (end - begin) * slab_elements_, bytes);

@@ -110,6 +110,8 @@ class reduction_loop final : public task_runner {
     }
   }
 
+  [[nodiscard]] bool saving_moves_results() const noexcept override { return true; }
+
   void load_results(std::size_t begin, std::size_t end, std::string_view bytes) override {
     if constexpr (in_process_only<T>) {
       throw error(results_stay_in_process());

@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstring>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <typeinfo>
@@ -72,6 +73,16 @@ class result_codec {
         throw malformed(begin, end, bytes.size());
       }
       if (source.unread() != 0) throw malformed(begin, end, bytes.size());
+    }
+  }
+
+  // The results of [begin, end) as the bytes save() would append, where
+  // they lie so (numbers in the caller's vector); else empty.
+  [[nodiscard]] std::span<std::byte> in_place(std::size_t begin, std::size_t end) const {
+    if constexpr (!in_process_only<R> && travels_as_bytes<R> && std::is_same_v<Slot, R>) {
+      return {reinterpret_cast<std::byte*>(slots_ + begin), (end - begin) * sizeof(R)};
+    } else {
+      return {};
     }
   }
 

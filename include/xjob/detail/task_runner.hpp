@@ -57,6 +57,10 @@ class task_runner {
   virtual void load_results(std::size_t /*begin*/, std::size_t /*end*/, std::string_view /*bytes*/) {}
   // Empty if the results can leave a worker process; else why not.
   [[nodiscard]] virtual std::string results_stay_in_process() const { return {}; }
+  // Whether save_results moves the results out (a reduction's subtrees, as
+  // a worker process sends them away), so that a worker that also needs
+  // them (a rank of an MPI job) loads them back.
+  [[nodiscard]] virtual bool saving_moves_results() const noexcept { return false; }
 
   // For workers that share no memory with the caller (ranks of an MPI job,
   // see backend_capabilities::spans_machines): what tasks [begin, end)
@@ -66,6 +70,15 @@ class task_runner {
   // hold exactly those outputs.
   virtual void save_outputs(std::size_t /*begin*/, std::size_t /*end*/, std::string& /*bytes*/) const {}
   virtual void load_outputs(std::size_t /*begin*/, std::size_t /*end*/, std::string_view /*bytes*/) {}
+
+  // Where the results (outputs) of tasks [begin, end) lie as the bytes that
+  // would travel, if they lie so contiguously: trivially copyable results in
+  // the caller's vector, neighbouring chunks of a contiguous output. A
+  // backend may then move those bytes directly instead of through
+  // save/load. Empty if not (save/load carry them); the same on every rank
+  // for the same call. What lies in place is not also saved.
+  [[nodiscard]] virtual std::span<std::byte> results_in_place(std::size_t /*begin*/, std::size_t /*end*/) { return {}; }
+  [[nodiscard]] virtual std::span<std::byte> outputs_in_place(std::size_t /*begin*/, std::size_t /*end*/) { return {}; }
 };
 
 // Results that are written in place and need no carrying (void tasks, or
@@ -111,6 +124,14 @@ class task_loop final : public task_runner {
   }
   void load_outputs(std::size_t begin, std::size_t end, std::string_view bytes) override {
     if constexpr (requires { results_.load_outputs(begin, end, bytes); }) results_.load_outputs(begin, end, bytes);
+  }
+  std::span<std::byte> results_in_place(std::size_t begin, std::size_t end) override {
+    if constexpr (requires { results_.in_place(begin, end); }) return results_.in_place(begin, end);
+    return {};
+  }
+  std::span<std::byte> outputs_in_place(std::size_t begin, std::size_t end) override {
+    if constexpr (requires { results_.outputs_in_place(begin, end); }) return results_.outputs_in_place(begin, end);
+    return {};
   }
 
  private:
