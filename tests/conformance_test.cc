@@ -49,6 +49,7 @@
 #include <xjob/map_chunks.hpp>
 #include <xjob/random_stream.hpp>
 #include <xjob/reduce_chunks.hpp>
+#include <xjob/testing/conformance.hpp>
 
 namespace {
 
@@ -828,6 +829,39 @@ TEST_CASE("a resumable output killed at any moment resumes to the uninterrupted 
       CHECK(numpy.output == "True\n");
     }
   }
+}
+
+TEST_CASE("the conformance library (xjob/testing/conformance.hpp) passes on every backend") {
+  auto const backend = GENERATE(from_range(backends_under_test()));
+  xjob::testing::conformance_report const report =
+      xjob::testing::check_conformance({.backend = backend, .runs_closures = runs_closures(backend)});
+  INFO(backend << ": " << report.summary());
+  CHECK(report.checks >= 30);
+  CHECK(report.ok());
+}
+
+TEST_CASE("its no-shared-memory mode passes on processes, and a broken backend fails it") {
+  xjob::testing::conformance_report const report = xjob::testing::check_conformance(
+      {.backend = "processes", .memory = xjob::testing::worker_memory::none});
+  INFO(report.summary());
+  CHECK(report.ok());
+  // A backend that skips every other batch is caught, naming what it broke.
+  xjob::register_backend("conformance_skips_batches", [](xjob::backend_settings const&) {
+    struct skipping final : xjob::backend {
+      void run(xjob::batch_call& call) override {
+        xjob::batch_cursor cursor{0, 1, {}};
+        bool skip = false;
+        for (xjob::batch_range batch = call.next_batch(cursor); !batch.empty(); batch = call.next_batch(cursor)) {
+          if (!(skip = !skip)) call.finish_batch(cursor, batch, call.run_batch(batch));
+        }
+      }
+    };
+    return std::make_unique<skipping>();
+  });
+  xjob::testing::conformance_report const broken =
+      xjob::testing::check_conformance({.backend = "conformance_skips_batches"});
+  CHECK_FALSE(broken.ok());
+  CHECK(broken.summary().find("map of 7 tasks") != std::string::npos);
 }
 
 int main(int argc, char** argv) {

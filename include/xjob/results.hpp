@@ -14,11 +14,13 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <thread>
 #include <utility>
 #include <vector>
 
 #include <xjob/batch_call.hpp>
+#include <xjob/errors.hpp>
 
 namespace xjob {
 
@@ -181,7 +183,11 @@ class ordered_results {
 
  private:
   void settle(std::size_t index) {
-    if (index < state_->slots().size() && !state_->wait_for(index)) state_->rethrow();
+    if (index >= state_->slots().size() || state_->wait_for(index)) return;
+    state_->rethrow();
+    // The call succeeded without this task's result: its backend never ran it.
+    throw error("the call ended without the result of task " + std::to_string(index) +
+                ": its backend did not run it (see the conformance suite, xjob/testing/conformance.hpp)");
   }
   std::unique_ptr<detail::stream_state<R>> state_;
 };

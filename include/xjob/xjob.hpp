@@ -6,6 +6,7 @@
 #include <xjob/detail/config.hpp>
 
 #include <xjob/backend.hpp>
+#include <xjob/backend_author.hpp>
 #include <xjob/batch_call.hpp>
 #include <xjob/batching_policy.hpp>
 #include <xjob/call_future.hpp>

@@ -33,7 +33,7 @@
 
 #include <fmt/format.h>
 
-#include <xjob/backend.hpp>
+#include <xjob/backend_author.hpp>
 #include <xjob/detail/value_codec.hpp>
 #include <xjob/errors.hpp>
 
@@ -319,7 +319,7 @@ class mpi_backend final : public backend {
   // lies; the rest is saved, broadcast and loaded.
   void exchange_results(batch_call& call, std::vector<rank_report> const& reports) {
     session::state& w = *state_;
-    xjob::detail::task_runner& runner = call.runner();
+    task_runner& runner = call.runner();
     std::exception_ptr failure;  // thrown after the last Bcast, which every rank must reach
     std::string& own = send_buffer_;
     constexpr std::uint64_t not_sent = std::numeric_limits<std::uint64_t>::max();
@@ -379,7 +379,7 @@ class mpi_backend final : public backend {
 
   // Appends what ran here and does not lie in place: per range, the byte
   // counts of its results and its outputs, then both.
-  static void save(xjob::detail::task_runner& runner, std::vector<std::uint64_t> const& ranges, std::string& own) {
+  static void save(task_runner& runner, std::vector<std::uint64_t> const& ranges, std::string& own) {
     for (std::size_t i = 0; i + 1 < ranges.size(); i += 2) {
       std::size_t const at = own.size();
       own.append(2 * sizeof(std::uint64_t), '\0');
@@ -394,7 +394,7 @@ class mpi_backend final : public backend {
 
   // Loads what rank `from` saved (see save): its results, and its outputs
   // if `with_outputs` (they are in place where they were written).
-  void load(xjob::detail::task_runner& runner, std::vector<std::uint64_t> const& ranges, std::string_view bytes,
+  void load(task_runner& runner, std::vector<std::uint64_t> const& ranges, std::string_view bytes,
             int from, bool with_outputs) {
     std::size_t at = 0;
     for (std::size_t i = 0; i + 1 < ranges.size(); i += 2) {

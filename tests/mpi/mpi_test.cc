@@ -27,6 +27,7 @@
 #include <xtensor/xtensor.hpp>
 
 #include <xjob/mpi.hpp>
+#include <xjob/testing/conformance.hpp>
 #include <xjob/xjob.hpp>
 
 namespace {
@@ -252,6 +253,14 @@ TEST_CASE("a call from inside a task of an mpi call is an error that says why") 
                                                                                   std::views::iota(0, i + 1)).size(); },
       std::views::iota(0, 8));
   CHECK(nested.back() == 8);
+}
+
+TEST_CASE("the conformance library passes on mpi in its no-shared-memory mode, on every rank") {
+  xjob::testing::conformance_report const report = xjob::testing::check_conformance(
+      {.backend = "mpi", .memory = xjob::testing::worker_memory::none, .concurrent_calls = false});
+  INFO(report.summary());
+  CHECK(report.checks >= 30);
+  CHECK(report.ok());
 }
 
 TEST_CASE("a worker process that crashes on one rank is a worker_crashed naming that rank", "[processes]") {
