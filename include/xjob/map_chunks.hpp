@@ -35,6 +35,8 @@
 #include <utility>
 #include <vector>
 
+#include <fmt/format.h>
+
 #include <xjob/chunking.hpp>
 #include <xjob/cpu_count.hpp>
 #include <xjob/detail/chunk_views.hpp>
@@ -137,11 +139,6 @@ struct resumable_output {
   }
 };
 
-// One task per chunk: f(in, out), or f(in, out, chunk_info), on views of
-// the chunk, then the output chunk is put back (a no-op for chunks of the
-// output's own memory). `wrap` turns the output view into what f gets (see
-// output_chunk). `run(runner, count)` runs the tasks: on the parallel object
-// in the caller, on the worker's loop in a warm worker process.
 // The output chunks of tasks as bytes, for workers that share no memory
 // (see task_runner::save_outputs); map_chunks has no results.
 template <class Outs>
@@ -193,6 +190,11 @@ struct chunk_outputs : no_results {
   }
 };
 
+// One task per chunk: f(in, out), or f(in, out, chunk_info), on views of
+// the chunk, then the output chunk is put back (a no-op for chunks of the
+// output's own memory). `wrap` turns the output view into what f gets (see
+// output_chunk). `run(runner, count)` runs the tasks: on the parallel object
+// in the caller, on the worker's loop in a warm worker process.
 template <class Run, class Ins, class Outs, class F, class Wrap>
 void run_chunks(Run const& run, chunk_plan const& plan, chunk_selection selection, std::size_t axis, Ins& ins,
                 Outs& outs, F const& f, Wrap wrap, bool streaming = false) {
@@ -524,6 +526,12 @@ void run_map_chunks_into(map_chunks_hook, parallel const& par, Input const& inpu
   decltype(auto) in = as_expression(input);
   if constexpr (is_shared_array_v<std::remove_cvref_t<Output>>) {
     if (output_journal* journal = shared_array_access::journal(output)) {
+      if (par.capabilities().spans_machines)
+        throw invalid_argument(fmt::format(
+            "map_chunks: a resumable output (resume_npy) cannot be written by backend \"{}\", whose tasks run on "
+            "several machines: every rank would keep its own journal of the same file. Write it with a backend of "
+            "one machine, or into a new output (create_npy)",
+            par.backend_name()));
       resumable_output resume{*journal};
       // An automatic chunk size follows the unfinished output's plan, so a
       // rerun with another n_jobs or on another machine resumes it.

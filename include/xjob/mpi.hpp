@@ -14,8 +14,9 @@
 // every rank throw the same xjob::task_error, naming the rank and host
 // (where()); a worker process that crashes makes every rank throw
 // xjob::worker_crashed naming them. A rank that dies ends the job: Open MPI
-// 4.1 has no fault tolerance, so mpirun stops every rank and exits non-zero
-// (rerun with a resumable output to compute only what is missing).
+// 4.1 has no fault tolerance, so mpirun stops every rank and exits non-zero.
+// A resumable output (resume_npy) is refused: every rank would keep its own
+// journal of one file.
 //
 // Needs: Open MPI (libopenmpi-dev, openmpi-bin). A program started without
 // mpirun is a world of one rank.
@@ -24,9 +25,9 @@
 // support xjob needs, if ranks run different programs (their build ids
 // differ; every rank is named with its host and id), or if a session exists
 // already. The "mpi" backend throws xjob::invalid_argument when made
-// without a live session, and xjob::error for a call while another mpi call
-// runs (from another thread, or from inside a task: a task cannot make every
-// rank take part in a call).
+// without a live session or given a resumable output, and xjob::error for
+// a call while another mpi call runs (from another thread, or from inside
+// a task: a task cannot make every rank take part in a call).
 //
 // Thread-safety: MPI runs with MPI_THREAD_SERIALIZED: one mpi call at a time
 // in the process, from any thread; the program's own MPI calls must not run

@@ -21,6 +21,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <limits>
@@ -44,8 +45,21 @@ namespace {
 
 using detail::check;
 
-// The most bytes one MPI_Bcast carries (its count is an int).
-constexpr std::size_t max_message_bytes = std::size_t(1) << 30;
+// The most bytes one MPI_Bcast carries (its count is an int): 1 GiB, or
+// XJOB_MPI_MAX_MESSAGE_BYTES (at least 1), which lets a test split small
+// messages as a 2 GiB one would be.
+std::size_t max_message_bytes() {
+  static std::size_t const bytes = [] {
+    std::size_t value = std::size_t(1) << 30;
+    if (char const* text = std::getenv("XJOB_MPI_MAX_MESSAGE_BYTES"); text != nullptr) {
+      char* end = nullptr;
+      unsigned long long const parsed = std::strtoull(text, &end, 10);
+      if (end != text && *end == '\0' && parsed > 0 && parsed <= value) value = static_cast<std::size_t>(parsed);
+    }
+    return value;
+  }();
+  return bytes;
+}
 
 // Exchange buffers up to this size are kept between calls.
 constexpr std::size_t kept_buffer_bytes = std::size_t(64) << 20;
@@ -113,8 +127,9 @@ rank_report describe_backend_failure(std::exception_ptr const& failure) {
 
 // Bcast of `size` bytes at `data` from `root`, in pieces MPI can count.
 void broadcast_bytes(char* data, std::size_t size, int root, MPI_Comm comm) {
-  for (std::size_t at = 0; at < size; at += max_message_bytes) {
-    int const piece = static_cast<int>(std::min(max_message_bytes, size - at));
+  std::size_t const most = max_message_bytes();
+  for (std::size_t at = 0; at < size; at += most) {
+    int const piece = static_cast<int>(std::min(most, size - at));
     check(MPI_Bcast(data + at, piece, MPI_BYTE, root, comm), "MPI_Bcast");
   }
 }

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstddef>
 #include <cstdio>
 #include <cstring>
@@ -31,7 +32,9 @@ void check(int code, char const* function) {
 
 namespace {
 
-session* live_session = nullptr;
+// Atomic: a parallel object may be made (and ask for the session) on any
+// thread.
+std::atomic<session*> live_session{nullptr};
 
 // The program's GNU build id (hex), as the linker wrote it; where there is
 // none, a hash of the executable's bytes. Ranks running different builds
@@ -112,7 +115,7 @@ void session::start(int* argc, char*** argv) {
     state_ = nullptr;
     throw error(message);
   };
-  if (live_session != nullptr) fail("an xjob::mpi::session exists already; make one per program");
+  if (live_session.load() != nullptr) fail("an xjob::mpi::session exists already; make one per program");
   if (state_->options.local_backend == "mpi")
     fail("session_options::local_backend cannot be \"mpi\": it names the backend each rank runs its share on, "
          "such as \"threads\" or \"processes\"");
@@ -168,13 +171,13 @@ void session::start(int* argc, char*** argv) {
     if (s.owns_mpi) MPI_Finalize();
     fail(e.what());
   }
-  live_session = this;
+  live_session.store(this);
 }
 
 session::~session() {
   if (state_ == nullptr) return;
   state& s = *state_;
-  live_session = nullptr;
+  live_session.store(nullptr);
   // Every rank reaches here together (SPMD), so the collectives below match.
   MPI_Win_unlock_all(s.counter_window);
   MPI_Win_free(&s.counter_window);
@@ -189,6 +192,6 @@ std::string const& session::host() const noexcept { return state_->host; }
 std::vector<std::string> const& session::hosts() const noexcept { return state_->hosts; }
 session_options const& session::options() const noexcept { return state_->options; }
 void session::barrier() const { detail::check(MPI_Barrier(state_->comm), "MPI_Barrier"); }
-session* session::current() noexcept { return live_session; }
+session* session::current() noexcept { return live_session.load(); }
 
 }  // namespace xjob::mpi

@@ -6,6 +6,7 @@
 // XJOB_TEST_MPI_LOCAL names the backend each rank runs its share on.
 #include <mpi.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <bit>
@@ -13,6 +14,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <numeric>
 #include <ranges>
 #include <stdexcept>
@@ -261,6 +263,26 @@ TEST_CASE("the conformance library passes on mpi in its no-shared-memory mode, o
   INFO(report.summary());
   CHECK(report.checks >= 30);
   CHECK(report.ok());
+}
+
+TEST_CASE("a resumable output on mpi is refused, naming the problem, on every rank") {
+  // A path of each rank's own: the refusal must not depend on sharing one.
+  std::filesystem::path const dir = std::filesystem::temp_directory_path() /
+                                    ("xjob_mpi_resume_" + std::to_string(rank()) + "_" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  xt::xtensor<double, 2> const x = xt::ones<double>({8, 4});
+  std::string message;
+  {
+    auto out = xjob::shared_array<double>::resume_npy(dir / "out.npy", {8, 4});
+    try {
+      mpi_parallel().map_chunks(x, [](auto const& in, auto&& o) { o = in; }, out);
+    } catch (xjob::invalid_argument const& e) {
+      message = e.what();
+    }
+  }
+  std::filesystem::remove_all(dir);
+  CHECK(message.find("resumable output") != std::string::npos);
+  CHECK(message.find("\"mpi\"") != std::string::npos);
 }
 
 TEST_CASE("a worker process that crashes on one rank is a worker_crashed naming that rank", "[processes]") {

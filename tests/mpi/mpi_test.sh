@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The mpi backend under Open MPI's mpirun on this machine:
 #   1. mpi_test without mpirun (a world of one), then with 1, 2, 3 and 4
-#      ranks (3 splits unevenly), oversubscribed on the machine's CPUs;
+#      ranks (3 splits unevenly), oversubscribed on the machine's CPUs, and
+#      with 3 ranks whose messages are split in pieces of 4 KiB
+#      (XJOB_MPI_MAX_MESSAGE_BYTES), as those over 2 GiB are in 1 GiB ones;
 #   2. 3 ranks each as its own "host": TCP between them, no shared memory
 #      transport, a TMPDIR each;
 #   3. 2 ranks running their shares on the processes backend (a segfault in
@@ -49,6 +51,10 @@ for np in 1 2 3 4; do
   echo "=== mpi_test, $np ranks"
   "${mpirun[@]}" -np "$np" "$mpi_test" --use-colour no || fail "mpi_test with $np ranks"
 done
+
+echo "=== mpi_test, 3 ranks, every message split in pieces of 4 KiB (as one over 2 GiB is, in 1 GiB pieces)"
+XJOB_MPI_MAX_MESSAGE_BYTES=4096 "${mpirun[@]}" -x XJOB_MPI_MAX_MESSAGE_BYTES -np 3 "$mpi_test" --use-colour no ||
+  fail "mpi_test with 3 ranks and messages in pieces of 4 KiB"
 
 echo "=== mpi_test, 3 ranks each as its own host (TCP, a TMPDIR each)"
 "${mpirun[@]}" --mca btl self,tcp -np 3 bash "$as_own_node" "$base/nodes" "$mpi_test" --use-colour no ||
