@@ -18,6 +18,7 @@
 #include <numeric>
 #include <ranges>
 #include <stdexcept>
+#include <stop_token>
 #include <string>
 #include <vector>
 
@@ -205,6 +206,21 @@ TEST_CASE("a task that throws on one rank gives every rank the same task_error n
 
   // And the next call runs normally.
   CHECK(par.map(square_counted, std::views::iota(0, 50)).back() == 49 * 49);
+}
+
+TEST_CASE("a stop requested on one rank makes every rank throw cancelled") {
+  std::stop_source stop;
+  if (rank() == 0) stop.request_stop();
+  xjob::parallel const par = mpi_parallel({.stop = stop.get_token()});
+  bool cancelled = false;
+  try {
+    (void)par.map(square_counted, std::views::iota(0, 1000));
+  } catch (xjob::cancelled const& e) {
+    cancelled = true;
+    CHECK(e.total() == 1000);
+  }
+  CHECK(cancelled);
+  CHECK(mpi_parallel().map(square_counted, std::views::iota(0, 10)).size() == 10);
 }
 
 TEST_CASE("many calls in a row hand out the tail from one counter") {
