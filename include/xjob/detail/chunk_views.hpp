@@ -98,14 +98,20 @@ enum class output_memory : std::uint8_t {
   return !page_has_memory(byte) || !page_has_memory(byte + bytes / 2) || !page_has_memory(byte + bytes - 1);
 }
 
+// Why output elements of type Element cannot travel as bytes.
+template <class Element>
+[[nodiscard]] error elements_cannot_travel() {
+  return error(fmt::format("map_chunks output elements of type {} are not trivially copyable, so they cannot travel "
+                           "to workers that share no memory with this one",
+                           typeid(Element).name()));
+}
+
 // Output chunks as bytes, for workers that share no memory (see
 // task_runner::save_outputs): `count` elements at `first`.
 template <class Element>
 void append_elements(Element const* first, std::size_t count, std::string& bytes) {
   if constexpr (!std::is_trivially_copyable_v<Element>) {
-    throw error(fmt::format("map_chunks output elements of type {} are not trivially copyable, so they cannot travel "
-                            "to workers that share no memory with this one",
-                            typeid(Element).name()));
+    throw elements_cannot_travel<Element>();
   } else {
     bytes.append(reinterpret_cast<char const*>(first), count * sizeof(Element));
   }
@@ -113,9 +119,7 @@ void append_elements(Element const* first, std::size_t count, std::string& bytes
 template <class Element>
 void assign_elements(Element* first, std::size_t count, std::string_view bytes, std::size_t begin, std::size_t end) {
   if constexpr (!std::is_trivially_copyable_v<Element>) {
-    throw error(fmt::format("map_chunks output elements of type {} are not trivially copyable, so they cannot travel "
-                            "to workers that share no memory with this one",
-                            typeid(Element).name()));
+    throw elements_cannot_travel<Element>();
   } else {
     if (bytes.size() != count * sizeof(Element))
       throw error(fmt::format("the output of slabs {} to {} arrived as {} bytes, not {}", begin, end, bytes.size(),
@@ -286,11 +290,9 @@ class copied_slabs {
   }
 
   [[nodiscard]] Container take(std::size_t begin, std::size_t end) const {
-    auto shape = xtl::make_sequence<typename Container::shape_type>(shape_.size(), 0);
-    std::copy(shape_.begin(), shape_.end(), shape.begin());
-    shape[axis_] = end - begin;
-    Container dense(shape);
-    copy_strided(first(begin), strides_.data(), dense.data(), dense.strides().data(), shape.data(), shape.size());
+    Container dense = uninitialized(begin, end);
+    copy_strided(first(begin), strides_.data(), dense.data(), dense.strides().data(), dense.shape().data(),
+                 dense.shape().size());
     return dense;
   }
 
@@ -314,12 +316,20 @@ class copied_slabs {
     append_elements(dense.data(), dense.size(), bytes);
   }
   void load(std::size_t begin, std::size_t end, std::string_view bytes) const {
-    Container dense = take(begin, end);
+    Container dense = uninitialized(begin, end);
     assign_elements(dense.data(), dense.size(), bytes, begin, end);
     put(begin, dense);
   }
 
  private:
+  // A dense container of slabs [begin, end)'s shape, to be filled.
+  [[nodiscard]] Container uninitialized(std::size_t begin, std::size_t end) const {
+    auto shape = xtl::make_sequence<typename Container::shape_type>(shape_.size(), 0);
+    std::copy(shape_.begin(), shape_.end(), shape.begin());
+    shape[axis_] = end - begin;
+    return Container(shape);
+  }
+
   [[nodiscard]] Element* first(std::size_t begin) const {
     return data_ + static_cast<std::ptrdiff_t>(begin) * strides_[axis_];
   }
